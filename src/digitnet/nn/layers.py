@@ -1,0 +1,157 @@
+"""Fully connected building blocks: Dense, Dropout and Flatten."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from digitnet.errors import ConfigError
+from digitnet.nn.base import Layer, register_layer
+from digitnet.nn.init import INITIALIZERS, init_weights
+
+
+@register_layer
+class Dense(Layer):
+    """A fully connected (affine) layer.
+
+    Forward::
+
+        y = x @ weights + bias          x [B, in_features], weights [in_features, out_features],
+                                        bias [out_features], y [B, out_features]
+
+    Backward, given ``grad_out = dL/dy`` of shape ``[B, out_features]``::
+
+        grad_weights = x.T @ grad_out           [in_features, out_features]
+        grad_bias    = grad_out.sum(axis=0)     [out_features]
+        grad_in      = grad_out @ weights.T     [B, in_features]
+
+    The batch mean (the 1/B) is already inside ``grad_out`` (the loss divides by B).
+    """
+
+    trainable = True
+    needs_rng = True
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        init: str = "he",
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        if int(in_features) < 1 or int(out_features) < 1:
+            raise ConfigError(f"Dense needs positive sizes, got {in_features} -> {out_features}")
+        if init not in INITIALIZERS:
+            raise ConfigError(f"unknown initialisation {init!r} (choose from {', '.join(INITIALIZERS)})")
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self.init = init
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self.params = {
+            "weights": init_weights((self.in_features, self.out_features), self.in_features,
+                                    self.out_features, init, rng),
+            "bias": np.zeros(self.out_features, dtype=np.float32),
+        }
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self._x: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        weights = self.params["weights"]
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ConfigError(f"Dense expects input [B, {self.in_features}], got {list(x.shape)}")
+        y = self.output_buffer("y", (x.shape[0], self.out_features), np.result_type(x, weights), training)
+        np.matmul(x, weights, out=y)
+        y += self.params["bias"]
+        self._x = x
+        return y
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
+        weights = self.params["weights"]
+        np.matmul(self._x.T, grad_out, out=self.grads["weights"])
+        np.sum(grad_out, axis=0, out=self.grads["bias"])
+        if not self.compute_input_grad:
+            return None
+        grad_in = self.work_buffer("grad_in", (grad_out.shape[0], self.in_features), grad_out.dtype)
+        np.matmul(grad_out, weights.T, out=grad_in)
+        return grad_in
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "Dense", "in_features": self.in_features, "out_features": self.out_features,
+                "init": self.init}
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (self.out_features,)
+
+
+@register_layer
+class Dropout(Layer):
+    """Inverted dropout: zero each unit with probability ``rate`` while training.
+
+    Forward (training)::
+
+        mask = (u >= rate) / (1 - rate),   u ~ U[0, 1)  of the shape of x
+        y = x * mask
+
+    Scaling the kept units by 1/(1-rate) keeps the expected activation unchanged, so inference
+    is the identity (no rescaling at test time). Backward: ``grad_in = grad_out * mask``.
+
+    ``fixed_mask``, when set, is used instead of a random one (for gradient checks).
+    """
+
+    needs_rng = True
+
+    def __init__(self, rate: float = 0.5, rng: np.random.Generator | None = None) -> None:
+        super().__init__()
+        rate = float(rate)
+        if not 0.0 <= rate < 1.0:
+            raise ConfigError(f"dropout rate must be in [0, 1), got {rate}")
+        self.rate = rate
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.fixed_mask: np.ndarray | None = None
+        self._mask: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        if not training or self.rate == 0.0:
+            self._mask = None
+            return x
+        if self.fixed_mask is not None:
+            mask = self.fixed_mask.astype(x.dtype, copy=False)
+        else:
+            mask = self.work_buffer("mask", x.shape, x.dtype)
+            self.rng.random(dtype=x.dtype, out=mask)
+            # mask <- (u >= rate) / (1 - rate), computed in place
+            np.greater_equal(mask, self.rate, out=mask, casting="unsafe")
+            mask *= x.dtype.type(1.0 / (1.0 - self.rate))
+        self._mask = mask
+        y = self.output_buffer("y", x.shape, x.dtype, training)
+        np.multiply(x, mask, out=y)
+        return y
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        if self._mask is None:
+            return grad_out
+        grad_out *= self._mask
+        return grad_out
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "Dropout", "rate": self.rate}
+
+
+@register_layer
+class Flatten(Layer):
+    """Reshape ``[B, d1, d2, ...]`` to ``[B, d1*d2*...]``; backward reshapes the gradient back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shape: tuple[int, ...] | None = None
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        return grad_out.reshape(self._shape)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (int(np.prod(input_shape)),)
