@@ -69,7 +69,9 @@ def _encode(tensors: dict[str, np.ndarray], metadata: dict[str, Any]) -> bytes:
     return struct.pack("<Q", len(header_bytes)) + header_bytes + b"".join(blobs)
 
 
-def write_safetensors(path: str | os.PathLike, tensors: dict[str, np.ndarray], metadata: dict[str, Any]) -> None:
+def write_safetensors(
+    path: str | os.PathLike, tensors: dict[str, np.ndarray], metadata: dict[str, Any]
+) -> None:
     """Atomically write ``tensors`` with ``metadata`` (JSON-serialisable) to ``path``."""
     write_bytes(path, _encode(tensors, metadata))
 
@@ -107,9 +109,10 @@ def read_safetensors(path: str | os.PathLike, what: str = "model file") -> Saved
     if len(data) != data_len:
         raise ModelFileError(f"{path}: file changed while reading")
     tensors = {}
-    for name, (dtype, shape, start, stop) in entries.items():
-        tensors[name] = np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<"), count=int(np.prod(shape)),
-                                      offset=start).reshape(shape).astype(dtype)
+    for name, (dtype, shape, start, _stop) in entries.items():
+        little_endian = np.dtype(dtype).newbyteorder("<")
+        flat = np.frombuffer(data, dtype=little_endian, count=int(np.prod(shape)), offset=start)
+        tensors[name] = flat.reshape(shape).astype(dtype)  # a native-order copy the caller owns
     metadata: dict[str, Any] = {}
     if isinstance(meta_raw, dict) and "digitnet" in meta_raw:
         try:

@@ -27,6 +27,16 @@ def flat_images(images: np.ndarray) -> np.ndarray:
     return images.reshape(len(images), -1)
 
 
+def images_to_inputs(images: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
+    """uint8 images ``[N, H, W]`` -> float32 in [0, 1] in a model's layout.
+
+    ``input_shape`` is one sample's shape as the model expects it: ``(H*W,)`` gives ``[N, H*W]``
+    (MLP), ``(1, H, W)`` gives ``[N, 1, H, W]`` (CNN, NCHW).
+    """
+    x = to_float(np.asarray(images))
+    return x.reshape(len(x), *input_shape)
+
+
 def iterate_batches(
     images: np.ndarray,
     labels: np.ndarray | None,
