@@ -15,4 +15,13 @@ __version__ = "0.1.0"
 
 from digitnet.errors import DigitnetError
 
-__all__ = ["DigitnetError", "__version__"]
+__all__ = ["Classifier", "DigitnetError", "__version__"]
+
+
+def __getattr__(name: str):
+    # Lazy: `import digitnet` stays fast; `digitnet.Classifier` loads the training stack on first use.
+    if name == "Classifier":
+        from digitnet.classifier import Classifier
+
+        return Classifier
+    raise AttributeError(f"module 'digitnet' has no attribute {name!r}")

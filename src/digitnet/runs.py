@@ -1,0 +1,185 @@
+"""A training run on disk: load the data, build everything from a config, train, save, evaluate.
+
+A run directory holds:
+
+    config.json             the resolved TrainConfig (plus the digitnet version)
+    initial.safetensors     the weights before the first step (for before/after pictures)
+    checkpoint.safetensors  weights + optimizer + generators + position: what --resume continues from
+    history.json            per-epoch metrics, rewritten after every epoch
+    model.safetensors       the final model, with its test metrics in the metadata
+
+Both the CLI (``digitnet train``) and the Python API go through :func:`run_training`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from digitnet import __version__
+from digitnet.atomic import write_json
+from digitnet.config import (
+    TrainConfig,
+    build_augment,
+    build_loss,
+    build_model,
+    build_optimizer,
+    build_schedule,
+    seed_generators,
+)
+from digitnet.errors import ConfigError, ModelFileError
+from digitnet.train import Callback
+
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.json"
+MODEL_FILE = "model.safetensors"
+INITIAL_FILE = "initial.safetensors"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+
+
+@dataclass
+class RunResult:
+    """What a finished run produced."""
+
+    run_dir: Path
+    model: Any
+    history: Any
+    metrics: dict[str, Any]
+    classes: list[str]
+
+
+def load_training_data(config: TrainConfig, split_rng):
+    """(train, val or None, test) Datasets for ``config``: dataset, limit, validation split."""
+    from digitnet.data.datasets import load_dataset
+    from digitnet.data.split import train_val_split
+
+    train = load_dataset(config.dataset, split="train", data_dir=config.data_dir)
+    test = load_dataset(config.dataset, split="test", data_dir=config.data_dir)
+    if config.limit_train is not None and config.limit_train < len(train):
+        train = train.head(config.limit_train)  # the first N, as the seed projects did
+    val = None
+    if config.val_split > 0:
+        train, val = train_val_split(train, config.val_split, split_rng, stratified=True)
+    return train, val, test
+
+
+class _HistoryWriter(Callback):
+    """Rewrite history.json after every epoch, so a stopped run keeps its curves."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        trainer.history.save(self.path)
+
+
+def run_training(
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    handle_signals: bool = False,
+    log: Callable[[str], None] | None = None,
+    callbacks: list | None = None,
+) -> RunResult:
+    """Train as ``config`` says, writing the run directory ``out_dir``; returns the result.
+
+    With ``resume`` the run continues from ``out_dir/checkpoint.safetensors`` and ends with
+    weights bit-identical to an uninterrupted run of the same config.
+    With ``handle_signals`` Ctrl-C/SIGTERM stop after the current batch with a checkpoint
+    (raising :class:`~digitnet.errors.TrainingInterrupted`).
+    """
+    from digitnet.io import save_model
+    from digitnet.train import Checkpoint, EarlyStopping, ProgressBar, Trainer, evaluate, graceful_interrupts
+
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create run directory {out_dir}: {exc.strerror}") from None
+    rngs = seed_generators(config.seed)
+    train, val, test = load_training_data(config, rngs["split"])
+    model = build_model(config, rngs["init"], rngs["dropout"])
+    loss_fn = build_loss(config)
+    optimizer = build_optimizer(config)
+    schedule = build_schedule(config)
+
+    if not resume:
+        write_json(out_dir / CONFIG_FILE, {**config.to_dict(), "digitnet_version": __version__})
+        save_model(out_dir / INITIAL_FILE, model, classes=train.classes, dataset=config.dataset,
+                   training=config.to_dict())
+
+    cbs: list = [_HistoryWriter(out_dir / HISTORY_FILE), Checkpoint(out_dir / CHECKPOINT_FILE,
+                                                                     config.checkpoint_every)]
+    if config.early_stopping:
+        cbs.append(EarlyStopping(patience=config.early_stopping))
+    if progress:
+        cbs.append(ProgressBar())
+    cbs.extend(callbacks or [])
+    trainer = Trainer(model, loss_fn, optimizer, train, val, epochs=config.epochs,
+                      batch_size=config.batch_size or None, rng=rngs["data"], schedule=schedule,
+                      callbacks=cbs, augment=build_augment(config), clip_norm=config.clip_norm,
+                      on_divergence=config.on_divergence, log=log)
+    trainer.classes = train.classes
+    trainer.checkpoint_path = out_dir / CHECKPOINT_FILE
+    if resume:
+        meta = trainer.restore_checkpoint(out_dir / CHECKPOINT_FILE)
+        log(f"resuming {out_dir} at epoch {meta['epoch'] + 1}, batch {meta['batch_index']}")
+
+    log(f"training {config.name} on {len(train):,} {config.dataset} images"
+        + (f" (+{len(val):,} for validation)" if val is not None else "")
+        + f" for {config.epochs} epochs, {model.num_params():,} parameters")
+    started = time.perf_counter()
+    if handle_signals:
+        with graceful_interrupts(trainer):
+            history = trainer.run()
+    else:
+        history = trainer.run()
+    wall = time.perf_counter() - started
+
+    test_loss, test_acc = evaluate(model, loss_fn, test)
+    metrics = {
+        "test_accuracy": test_acc,
+        "test_loss": test_loss,
+        "test_count": len(test),
+        "train_seconds": float(sum(history.seconds)),
+        "wall_seconds_this_session": wall,
+        "epochs_run": len(history),
+    }
+    if history.val_accuracy and history.val_accuracy[-1] is not None:
+        metrics["val_accuracy"] = history.val_accuracy[-1]
+        metrics["val_loss"] = history.val_loss[-1]
+    history.save(out_dir / HISTORY_FILE)
+    save_model(out_dir / MODEL_FILE, model, classes=train.classes, dataset=config.dataset,
+               training=config.to_dict(), metrics=metrics)
+    return RunResult(run_dir=out_dir, model=model, history=history, metrics=metrics, classes=train.classes)
+
+
+def read_run_config(run_dir: str | Path) -> TrainConfig:
+    """The TrainConfig stored in ``run_dir/config.json``."""
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{run_dir} is not a run directory (no {CONFIG_FILE})") from None
+    except json.JSONDecodeError:
+        raise ConfigError(f"{path} is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} is not a JSON object")
+    data.pop("digitnet_version", None)
+    return TrainConfig.from_dict(data)
+
+
+def resume_training(run_dir: str | Path, **kwargs: Any) -> RunResult:
+    """Continue the run in ``run_dir`` from its checkpoint."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CHECKPOINT_FILE).exists():
+        raise ModelFileError(f"{run_dir} has no {CHECKPOINT_FILE} to resume from")
+    return run_training(read_run_config(run_dir), run_dir, resume=True, **kwargs)
