@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import tempfile
@@ -21,6 +22,15 @@ from digitnet.errors import DigitnetError
 
 class WriteError(DigitnetError):
     """A file could not be written (read-only directory, full disk, ...); the old file is intact."""
+
+
+@functools.cache
+def _default_mode() -> int:
+    # mkstemp creates 0600 files; give the final file the permissions a plain open() would.
+    # Read once: os.umask can only be read by setting it, which is not thread-safe.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _describe(exc: OSError, path: Path) -> str:
@@ -58,6 +68,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None 
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -56,7 +56,6 @@ class RunResult:
 def load_training_data(config: TrainConfig, split_rng):
     """(train, val or None, test) Datasets for ``config``: dataset, limit, validation split."""
     from digitnet.data.datasets import load_dataset
-    from digitnet.data.split import train_val_split
 
     train = load_dataset(config.dataset, split="train", data_dir=config.data_dir)
     test = load_dataset(config.dataset, split="test", data_dir=config.data_dir)
@@ -64,6 +63,8 @@ def load_training_data(config: TrainConfig, split_rng):
         train = train.head(config.limit_train)  # the first N, as the seed projects did
     val = None
     if config.val_split > 0:
+        from digitnet.data.split import train_val_split
+
         train, val = train_val_split(train, config.val_split, split_rng, stratified=True)
     return train, val, test
 
@@ -84,6 +85,7 @@ def run_training(
     *,
     resume: bool = False,
     progress: bool = True,
+    quiet: bool = False,
     handle_signals: bool = False,
     log: Callable[[str], None] | None = None,
     callbacks: list | None = None,
@@ -120,8 +122,8 @@ def run_training(
                                                                      config.checkpoint_every)]
     if config.early_stopping:
         cbs.append(EarlyStopping(patience=config.early_stopping))
-    if progress:
-        cbs.append(ProgressBar())
+    if not quiet:
+        cbs.append(ProgressBar() if progress else ProgressBar(tty=False))  # off a TTY: a line per epoch
     cbs.extend(callbacks or [])
     trainer = Trainer(model, loss_fn, optimizer, train, val, epochs=config.epochs,
                       batch_size=config.batch_size or None, rng=rngs["data"], schedule=schedule,
