@@ -129,7 +129,6 @@ def run_training(
                       batch_size=config.batch_size or None, rng=rngs["data"], schedule=schedule,
                       callbacks=cbs, augment=build_augment(config), clip_norm=config.clip_norm,
                       on_divergence=config.on_divergence, log=log)
-    trainer.classes = train.classes
     trainer.checkpoint_path = out_dir / CHECKPOINT_FILE
     if resume:
         meta = trainer.restore_checkpoint(out_dir / CHECKPOINT_FILE)

@@ -301,6 +301,8 @@ class Trainer:
             raise ConfigError(f"on_divergence must be 'stop' or 'reduce-lr', got {on_divergence!r}")
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.images, self.labels = _as_store(train)
+        outputs = model.output_shapes()[-1][0]
+        self.classes = list(train.classes) if isinstance(train, Dataset) else [str(i) for i in range(outputs)]
         if len(self.images) == 0:
             raise ConfigError("the training set is empty")
         self.val = val
@@ -361,8 +363,11 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_begin(self)
         try:
-            while self.epoch < self.epochs and not self.stop_training:
-                self._run_epoch_with_recovery()
+            # Overflow on the way to a NaN is reported once, clearly, by the divergence check,
+            # instead of as a stream of NumPy RuntimeWarnings.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                while self.epoch < self.epochs and not self.stop_training:
+                    self._run_epoch_with_recovery()
         finally:
             for cb in self.callbacks:
                 cb.on_train_end(self)
@@ -536,7 +541,7 @@ class Trainer:
         tensors, meta = self.checkpoint_state()
         if extra_meta:
             meta.update(extra_meta)
-        save_model(path, self.model, classes=getattr(self, "classes", None), extra_tensors=tensors,
+        save_model(path, self.model, classes=self.classes, extra_tensors=tensors,
                    extra_meta={"checkpoint": meta})
         return Path(path)
 
