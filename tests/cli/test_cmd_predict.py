@@ -1,0 +1,49 @@
+import json
+
+from digitnet.io import load_model
+from digitnet.predict import predict_proba_images
+from tests.cli.conftest import run_cli
+
+
+def write_kaggle_csv(path, images, labels=None):
+    header = (["label"] if labels is not None else []) + [f"pixel{i}" for i in range(784)]
+    rows = [",".join(header)]
+    for i, image in enumerate(images):
+        values = ([str(int(labels[i]))] if labels is not None else []) + [str(int(v)) for v in image.reshape(-1)]
+        rows.append(",".join(values))
+    path.write_text("\n".join(rows) + "\n")
+
+
+def test_predict_json_lines_match_the_model(small_run, mnist_test, tmp_path):
+    csv = tmp_path / "test.csv"
+    write_kaggle_csv(csv, mnist_test.images[:20])
+    result = run_cli("predict", small_run, csv, "--json")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 20
+    probs = predict_proba_images(load_model(small_run).model, mnist_test.images[:20])
+    for i, row in enumerate(rows):
+        assert row["input"] == str(csv) and row["index"] == i
+        assert row["label"] == int(probs[i].argmax())
+        assert abs(row["confidence"] - float(probs[i].max())) < 1e-6
+        assert len(row["top3"]) == 3 and row["top3"][0]["label"] == row["label"]
+        assert row["top3"][0]["probability"] >= row["top3"][1]["probability"] >= row["top3"][2]["probability"]
+
+
+def test_predict_text_output_and_limit(small_run, mnist_test, tmp_path):
+    csv = tmp_path / "mnist_test.csv"  # headerless layout: label then 784 pixels
+    rows = [",".join([str(int(mnist_test.labels[i]))] + [str(int(v)) for v in mnist_test.images[i].reshape(-1)])
+            for i in range(10)]
+    csv.write_text("\n".join(rows) + "\n")
+    result = run_cli("predict", small_run, csv, "--limit", "4")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 4 and lines[0].startswith(f"{csv}[0]: ") and "top-3:" in lines[0]
+
+
+def test_predict_on_a_corrupt_file_is_a_clear_error(small_run, tmp_path):
+    csv = tmp_path / "bad.csv"
+    csv.write_text("label,pixel0\n1,2,3\n")
+    result = run_cli("predict", small_run, csv)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("digitnet predict: error:")

@@ -1,0 +1,74 @@
+import json
+
+import numpy as np
+import pytest
+
+from digitnet.io import load_model
+from tests.cli.conftest import run_cli
+
+
+def test_train_writes_a_complete_run_directory(small_run):
+    for name in ("model.safetensors", "initial.safetensors", "history.json", "config.json",
+                 "checkpoint.safetensors"):
+        assert (small_run / name).exists(), name
+    history = json.loads((small_run / "history.json").read_text())
+    assert history["epoch"] == [0, 1]
+    assert all(v is not None for v in history["val_accuracy"])
+    config = json.loads((small_run / "config.json").read_text())
+    assert config["arch"] == "784-32-10" and config["limit_train"] == 5000 and config["optimizer"] == "adam"
+    loaded = load_model(small_run)
+    assert loaded.metrics["test_count"] == 10000
+    assert loaded.metrics["test_accuracy"] > 0.85  # 2 epochs on 5k images
+    initial = load_model(small_run / "initial.safetensors").model.state_dict()
+    final = loaded.model.state_dict()
+    assert not np.array_equal(initial["layers.0.weights"], final["layers.0.weights"])
+
+
+@pytest.mark.slow
+def test_train_prints_test_accuracy_and_same_seed_is_bit_identical(mnist_path, tmp_path):
+    args = ["train", "--preset", "seed-002", "--epochs", "1", "--limit-train", "3000", "--no-progress", "--seed", "5"]
+    first = run_cli(*args, "--out", tmp_path / "a")
+    second = run_cli(*args, "--out", tmp_path / "b")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert "test accuracy:" in first.stdout
+    assert "epoch 1/1: loss" in first.stderr
+    a = load_model(tmp_path / "a").model.state_dict()
+    b = load_model(tmp_path / "b").model.state_dict()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    ha = json.loads((tmp_path / "a" / "history.json").read_text())
+    hb = json.loads((tmp_path / "b" / "history.json").read_text())
+    assert ha["train_loss"] == hb["train_loss"]
+
+
+def test_help_names_each_preset_after_what_it_is():
+    result = run_cli("train", "--help")
+    assert result.returncode == 0
+    assert "seed-002: 784-128-64-10 ReLU, SGD lr 0.1, batch 128, 10 epochs" in result.stdout
+    for flag in ("--preset", "--arch", "--optimizer", "--lr", "--epochs", "--batch-size", "--l2", "--dropout",
+                 "--schedule", "--val-split", "--seed", "--dataset", "--limit-train", "--out", "--resume"):
+        assert flag in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "nope"], "unknown preset"),
+    (["--arch", "784-x-10"], "bad architecture"),
+    (["--lr", "-1"], "expected a finite number >= 0"),
+    (["--dropout", "1.5"], "fraction"),
+    (["--optimizer", "rmsprop"], "invalid choice"),
+    (["--val-split", "2"], "fraction"),
+])
+def test_bad_flags_give_one_clear_line_and_exit_2(args, message, tmp_path):
+    result = run_cli("train", *args, "--out", tmp_path / "r", "--epochs", "1", "--limit-train", "100")
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_resume_of_a_missing_run_is_a_clear_error(tmp_path):
+    result = run_cli("train", "--resume", tmp_path / "missing")
+    assert result.returncode == 2 and "no checkpoint.safetensors to resume from" in result.stderr
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    result = run_cli("train", "--resume", tmp_path, "--lr", "0.1")
+    assert result.returncode == 2 and "drop lr" in result.stderr
