@@ -1,0 +1,218 @@
+"""Read your own handwriting with a trained model: image files in, labels and pictures out.
+
+This glues :mod:`digitnet.data.images` (any image -> MNIST-style uint8 ``[28, 28]``) to a model:
+the 28x28 digits become the model's inputs with ``images_to_inputs`` (``x / 255`` as float32, in
+the model's layout) and ``model.predict_proba`` gives the class probabilities ``[N, K]``. No math
+of its own. ``digitnet predict MODEL photo.jpg [--digits] [--show out.png] [--json]`` and the
+draw-a-digit web page both use it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from digitnet.data.batches import images_to_inputs
+from digitnet.data.images import as_gray, expand_image_paths, preprocess, split_digits
+from digitnet.errors import ConfigError, ImageError
+
+#: side of the thumbnail of the original image kept in each result (for --show)
+THUMBNAIL_SIDE = 160
+
+
+def _parts(loaded) -> tuple[Any, list[str]]:
+    """``(model, classes)`` of a LoadedModel, or of a bare Sequential (digit class names)."""
+    model = getattr(loaded, "model", loaded)
+    classes = getattr(loaded, "classes", None) or [str(d) for d in range(model.output_shapes()[-1][0])]
+    return model, list(classes)
+
+
+def classify(loaded, images: np.ndarray) -> np.ndarray:
+    """Class probabilities float32 ``[N, K]`` of uint8 images ``[N, 28, 28]`` (white on black)."""
+    model, _ = _parts(loaded)
+    images = np.asarray(images, dtype=np.uint8)
+    if images.ndim == 2:
+        images = images[None]
+    return model.predict_proba(images_to_inputs(images, model.input_shape))
+
+
+def describe(probabilities: np.ndarray, classes: list[str], top: int = 3) -> dict[str, Any]:
+    """One image's probabilities ``[K]`` -> label, class name, confidence, top-k and all of them."""
+    order = np.argsort(-probabilities, kind="stable")
+    label = int(order[0])
+    return {
+        "label": label,
+        "class_name": classes[label],
+        "confidence": float(probabilities[label]),
+        "top": [{"label": int(k), "class_name": classes[int(k)], "probability": float(probabilities[k])}
+                for k in order[:top]],
+        "probabilities": [float(p) for p in probabilities],
+    }
+
+
+def join_labels(names: list[str]) -> str:
+    """Digit names join into a number ("4096"); longer names (garments) with spaces."""
+    return "".join(names) if all(len(name) == 1 for name in names) else " ".join(names)
+
+
+def read_number(loaded, image) -> tuple[str, np.ndarray]:
+    """Read a row of digits: ``("4096", probabilities float32 [n_digits, K])``.
+
+    ``image`` is anything :func:`digitnet.data.images.split_digits` accepts (path, bytes, array).
+    """
+    digits = split_digits(image)
+    _, classes = _parts(loaded)
+    probabilities = classify(loaded, np.stack(digits))
+    return join_labels([classes[int(k)] for k in probabilities.argmax(axis=1)]), probabilities
+
+
+def _thumbnail(gray: np.ndarray) -> np.ndarray:
+    from PIL import Image
+
+    image = Image.fromarray(gray)
+    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def predict_image(loaded, source, *, digits: bool = False, top: int = 3) -> dict[str, Any]:
+    """Predict one image (path, bytes or array); see :func:`predict_images` for the result."""
+    _, classes = _parts(loaded)
+    gray = as_gray(source)  # decodes files (ImageError names the file), reduces big photos
+    name = str(source) if isinstance(source, (str, os.PathLike)) else "<image>"
+    try:
+        if digits:
+            parts = split_digits(gray)
+        else:
+            parts = [preprocess(gray)]
+    except ImageError as exc:
+        if name == "<image>":
+            raise
+        raise ImageError(f"{name}: {exc}") from None
+    probabilities = classify(loaded, np.stack(parts))
+    result: dict[str, Any] = {"file": name, "classes": classes,
+                              "original": _thumbnail(np.asarray(gray, dtype=np.uint8))}
+    if digits:
+        per_digit = [dict(describe(p, classes, top), image=image) for p, image in zip(probabilities, parts,
+                                                                                     strict=True)]
+        result["number"] = join_labels([d["class_name"] for d in per_digit])
+        # the chance that every digit is right, if the digits' errors were independent
+        result["confidence"] = float(np.prod([d["confidence"] for d in per_digit]))
+        result["digits"] = per_digit
+    else:
+        result.update(describe(probabilities[0], classes, top))
+        result["image"] = parts[0]
+    return result
+
+
+def predict_images(loaded, sources, *, digits: bool = False, top: int = 3,
+                   on_error: str = "raise") -> list[dict[str, Any]]:
+    """Predict image files named by paths, folders or globs (see ``expand_image_paths``).
+
+    Args:
+        loaded: a :class:`~digitnet.io.LoadedModel` (class names from its file) or a Sequential.
+        sources: a path, folder, glob, or a list of them.
+        digits: read each image as a row of digits (a number) instead of one digit.
+        top: how many of the most likely classes to list.
+        on_error: "raise" stops at the first unreadable image; "record" puts ``{"file", "error"}``
+            in the results and goes on.
+
+    Returns:
+        One dict per file. One digit: ``file, label, class_name, confidence, top`` (list of
+        ``{label, class_name, probability}``), ``probabilities`` (K floats), ``image`` (uint8
+        ``[28, 28]``: what the network saw), ``original`` (a grayscale thumbnail) and ``classes``.
+        With ``digits``: ``file, number, confidence, digits`` (a list of the one-digit fields per
+        digit), ``original`` and ``classes``.
+    """
+    if on_error not in ("raise", "record"):
+        raise ConfigError(f"on_error must be 'raise' or 'record', got {on_error!r}")
+    results = []
+    for path in expand_image_paths(sources):
+        try:
+            results.append(predict_image(loaded, path, digits=digits, top=top))
+        except ImageError as exc:
+            if on_error == "raise":
+                raise
+            results.append({"file": str(path), "error": str(exc)})
+    return results
+
+
+def results_to_json(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The results without their image arrays (for ``--json``): plain JSON-serialisable dicts."""
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if k not in ("image", "original", "classes")}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return [clean(result) for result in results]
+
+
+def save_show_png(results: list[dict[str, Any]], path: str | os.PathLike, *, max_rows: int = 12) -> Path:
+    """Draw each result as a row: the original image, what the network saw (28x28), the probabilities.
+
+    For a number (``digits=True``) the row shows each digit's 28x28 with its reading. Results with
+    an ``error`` show the message. At most ``max_rows`` rows; written atomically as PNG.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from digitnet.atomic import atomic_open
+
+    shown = results[:max_rows]
+    if not shown:
+        raise ConfigError("no results to show")
+    columns = max([3] + [1 + len(r.get("digits", [])) for r in shown])
+    figure = plt.figure(figsize=(2.2 * columns, 2.3 * len(shown)), dpi=100)
+    grid = figure.add_gridspec(len(shown), columns, wspace=0.35, hspace=0.55)
+    for row, result in enumerate(shown):
+        title = Path(result["file"]).name
+        original = figure.add_subplot(grid[row, 0])
+        original.set_axis_off()
+        if "error" in result:
+            original.text(0, 0.5, f"{title}\n{result['error']}", fontsize=8, va="center", wrap=True)
+            continue
+        original.imshow(result["original"], cmap="gray", vmin=0, vmax=255)
+        original.set_title(title, fontsize=8)
+        if "digits" in result:
+            for k, digit in enumerate(result["digits"]):
+                axis = figure.add_subplot(grid[row, 1 + k])
+                axis.imshow(digit["image"], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+                axis.set_title(f"{digit['class_name']} ({digit['confidence']:.0%})", fontsize=9)
+                axis.set_xticks([])
+                axis.set_yticks([])
+            original.set_title(f"{title}\nread: {result['number']} ({result['confidence']:.0%})", fontsize=8)
+            continue
+        seen = figure.add_subplot(grid[row, 1])
+        seen.imshow(result["image"], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        seen.set_title("network input 28x28", fontsize=8)
+        seen.set_xticks([])
+        seen.set_yticks([])
+        bars = figure.add_subplot(grid[row, 2:])
+        probabilities = np.asarray(result["probabilities"])
+        colors = ["#2b6cb0" if k == result["label"] else "#a0aec0" for k in range(len(probabilities))]
+        bars.barh(range(len(probabilities)), probabilities, color=colors)
+        bars.set_yticks(range(len(probabilities)))
+        bars.set_yticklabels(_class_names(result, len(probabilities)), fontsize=7)
+        bars.invert_yaxis()
+        bars.set_xlim(0, 1)
+        bars.set_title(f"{result['class_name']} ({result['confidence']:.1%})", fontsize=9)
+        bars.tick_params(axis="x", labelsize=7)
+    if len(results) > max_rows:
+        figure.suptitle(f"first {max_rows} of {len(results)} images", fontsize=9)
+    path = Path(path)
+    with atomic_open(path, "wb") as handle:
+        figure.savefig(handle, format="png", bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def _class_names(result: dict[str, Any], count: int) -> list[str]:
+    """Class names for the bar chart: stored with the result, or the label numbers."""
+    names = result.get("classes")
+    return list(names) if names and len(names) == count else [str(k) for k in range(count)]
