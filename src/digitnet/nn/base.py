@@ -41,8 +41,12 @@ def register_layer(cls: type[Layer]) -> type[Layer]:
 class Layer:
     """Base class: a layer with no parameters that passes its input through unchanged."""
 
-    #: whether this layer's output feeds a loss as probabilities (Softmax, Sigmoid) - see Sequential
+    #: whether the layer has trainable parameters (Dense, convolutions, BatchNorm's scale and shift)
     trainable: ClassVar[bool] = False
+    #: whether :func:`layer_from_config` must pass the model's ``rng`` (weight init, dropout masks)
+    needs_rng: ClassVar[bool] = False
+    #: attributes holding what forward kept for backward; :meth:`release_buffers` clears them
+    cached_attributes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
@@ -53,9 +57,14 @@ class Layer:
 
     # -- protocol -------------------------------------------------------------------------------
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """``y = f(x)`` for a batch ``x [B, ...]``; keeps what :meth:`backward` needs."""
         return x
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
+        """``dL/dx`` from ``dL/dy`` (same shapes as the last forward's x and y); fills ``grads``.
+
+        Returns None when ``compute_input_grad`` is False and the layer skipped ``dL/dx``.
+        """
         return grad_out
 
     def config(self) -> dict[str, Any]:
@@ -82,11 +91,29 @@ class Layer:
         return np.empty(shape, dtype=dtype)
 
     def release_buffers(self) -> None:
-        """Drop work buffers and cached activations (e.g. before saving or after training)."""
+        """Drop work buffers and cached activations (e.g. before saving or after training).
+
+        Cached activations are the attributes named in ``cached_attributes`` (set to None).
+        """
         self._work.clear()
+        for name in self.cached_attributes:
+            setattr(self, name, None)
 
     def num_params(self) -> int:
+        """Number of trainable scalars (the sizes of every array in ``params``)."""
         return int(sum(p.size for p in self.params.values()))
+
+    def num_buffer_values(self) -> int:
+        """Number of non-trained state scalars (the sizes of every array in ``buffers``)."""
+        return int(sum(b.size for b in self.buffers.values()))
+
+    def describe(self) -> str:
+        """A short human description for :meth:`Sequential.summary`, e.g. ``"784->128 (he)"``.
+
+        The default lists the config's arguments (``"rate=0.2"``); layers override it when a
+        better phrase exists.
+        """
+        return ", ".join(f"{k}={v}" for k, v in self.config().items() if k != "type")
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "type")

@@ -27,10 +27,18 @@ class Dense(Layer):
         grad_in      = grad_out @ weights.T     [B, in_features]
 
     The batch mean (the 1/B) is already inside ``grad_out`` (the loss divides by B).
+
+    Args:
+        in_features, out_features: the sizes ``n_in`` and ``n_out``.
+        init: how the weights are drawn (see :mod:`digitnet.nn.init`): ``"he"`` (``N(0, 2/n_in)``,
+            for ReLU), ``"xavier"`` (``U(-a, a)``, ``a = sqrt(6/(n_in+n_out))``, for sigmoid/tanh)
+            or ``"lecun"`` (``N(0, 1/n_in)``). The bias starts at zero.
+        rng: the generator the weights are drawn from.
     """
 
     trainable = True
     needs_rng = True
+    cached_attributes = ("_x",)
 
     def __init__(
         self,
@@ -81,7 +89,13 @@ class Dense(Layer):
                 "init": self.init}
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if tuple(input_shape) != (self.in_features,):
+            raise ConfigError(f"Dense expects {self.in_features} inputs per sample but gets shape "
+                              f"{list(input_shape)}")
         return (self.out_features,)
+
+    def describe(self) -> str:
+        return f"{self.in_features}->{self.out_features} ({self.init})"
 
 
 @register_layer
@@ -95,11 +109,14 @@ class Dropout(Layer):
 
     Scaling the kept units by 1/(1-rate) keeps the expected activation unchanged, so inference
     is the identity (no rescaling at test time). Backward: ``grad_in = grad_out * mask``.
+    Shapes: ``x``, ``mask``, ``y`` all ``[B, ...]``; ``rate = 0`` is the identity too.
 
-    ``fixed_mask``, when set, is used instead of a random one (for gradient checks).
+    ``fixed_mask``, when set, is used as ``mask`` instead of a random one (for gradient checks):
+    it must be the already scaled mask, with values ``0`` or ``1 / (1 - rate)``, of the shape of x.
     """
 
     needs_rng = True
+    cached_attributes = ("_mask",)
 
     def __init__(self, rate: float = 0.5, rng: np.random.Generator | None = None) -> None:
         super().__init__()
@@ -137,6 +154,9 @@ class Dropout(Layer):
     def config(self) -> dict[str, Any]:
         return {"type": "Dropout", "rate": self.rate}
 
+    def describe(self) -> str:
+        return f"rate {self.rate:g}"
+
 
 @register_layer
 class Flatten(Layer):
@@ -148,7 +168,8 @@ class Flatten(Layer):
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         self._shape = x.shape
-        return x.reshape(x.shape[0], -1)
+        # the explicit size (not -1) also works for an empty batch
+        return x.reshape(x.shape[0], int(np.prod(x.shape[1:])))
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         return grad_out.reshape(self._shape)

@@ -11,22 +11,46 @@ from typing import Any
 import numpy as np
 
 from digitnet.errors import ConfigError
-from digitnet.nn.activations import ACTIVATIONS, Sigmoid, Softmax, activation_layer, softmax
+from digitnet.nn.activations import Sigmoid, Softmax, activation_layer, activation_name, softmax
 from digitnet.nn.base import Layer, layer_from_config
 from digitnet.nn.init import default_init
 from digitnet.nn.layers import Dense, Dropout
 
+HIDDEN_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
+OUTPUT_ACTIVATIONS = ("sigmoid", "softmax")
+
 
 def parse_spec(spec: str) -> list[int]:
-    """``"784-128-64-10"`` -> ``[784, 128, 64, 10]`` (also accepts commas or 'x')."""
-    text = str(spec).strip().replace(",", "-").replace("x", "-")
-    try:
-        sizes = [int(part) for part in text.split("-") if part.strip()]
-    except ValueError:
-        raise ConfigError(f"bad architecture {spec!r}: expected sizes like 784-128-64-10") from None
-    if len(sizes) < 2 or any(s < 1 for s in sizes):
+    """``"784-128-64-10"`` -> ``[784, 128, 64, 10]``: layer sizes, input first, output last.
+
+    Sizes may also be separated by commas or 'x' (``"784,128,10"``); spaces around them are
+    ignored. Every size must be a positive integer, and there must be at least two.
+
+    Raises:
+        ConfigError: anything else (``"784-"``, ``"784--10"``, ``"784-abc-10"``, ``"784-0-10"``, ``"10"``).
+    """
+    text = str(spec).strip().lower().replace(",", "-").replace("x", "-")
+    parts = [part.strip() for part in text.split("-")]
+    if not all(part.isdigit() and part.isascii() for part in parts):
+        raise ConfigError(f"bad architecture {spec!r}: expected positive sizes like 784-128-64-10")
+    return _check_sizes([int(part) for part in parts], spec)
+
+
+def _check_sizes(sizes: list[int], spec: object) -> list[int]:
+    if len(sizes) < 2 or any(size < 1 for size in sizes):
         raise ConfigError(f"bad architecture {spec!r}: need at least an input and an output size, all >= 1")
     return sizes
+
+
+def _snake_case(class_name: str) -> str:
+    """``"LeakyReLU"`` -> ``"leaky_relu"``, ``"MaxPool2D"`` -> ``"max_pool2d"``: a word starts at a
+    capital that follows a lower-case letter and precedes one."""
+    out = []
+    for i, char in enumerate(class_name):
+        starts_word = (0 < i < len(class_name) - 1 and char.isupper() and class_name[i - 1].islower()
+                       and class_name[i + 1].islower())
+        out.append("_" + char if starts_word else char)
+    return "".join(out).lower()
 
 
 class Sequential:
@@ -75,15 +99,42 @@ class Sequential:
         output_activation: str | None = None,
         rng: np.random.Generator | None = None,
     ) -> Sequential:
-        """An MLP from a size list such as ``"784-128-64-10"``.
+        """An MLP from a size list such as ``"784-128-64-10"`` (or ``[784, 128, 64, 10]``).
 
         Builds ``Dense -> activation [-> Dropout]`` for each hidden size and a final ``Dense``
         whose output is logits, or passes through ``output_activation`` ("sigmoid", "softmax").
+
+        Args:
+            spec: layer sizes, input first; see :func:`parse_spec`.
+            activation: hidden activation: "relu", "leaky_relu", "sigmoid" or "tanh".
+            dropout: dropout rate after every hidden activation (0 = none).
+            init: weight initialisation ("he", "xavier", "lecun"); default He for the ReLU
+                family and Xavier for sigmoid/tanh.
+            output_activation: None (logits), "sigmoid" or "softmax".
+            rng: generator for the weights and dropout masks.
+
+        Raises:
+            ConfigError: a bad spec, activation, rate or initialisation.
         """
-        sizes = parse_spec(spec) if isinstance(spec, str) else [int(s) for s in spec]
-        if activation.lower().replace("-", "_") not in ACTIVATIONS or activation == "softmax":
+        if isinstance(spec, str):
+            sizes = parse_spec(spec)
+        else:
+            try:
+                sizes = _check_sizes([int(size) for size in spec], spec)
+            except (TypeError, ValueError):
+                raise ConfigError(f"bad architecture {spec!r}: expected a list of sizes") from None
+        activation = activation_name(activation)
+        if activation not in HIDDEN_ACTIVATIONS:
             raise ConfigError(f"unknown hidden activation {activation!r} "
-                              f"(choose from relu, leaky_relu, sigmoid, tanh)")
+                              f"(choose from {', '.join(HIDDEN_ACTIVATIONS)})")
+        if output_activation is not None:
+            output_activation = activation_name(output_activation)
+            if output_activation not in OUTPUT_ACTIVATIONS:
+                raise ConfigError(f"output activation must be {' or '.join(OUTPUT_ACTIVATIONS)} "
+                                  f"(or none for logits), got {output_activation!r}")
+        dropout = float(dropout)
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"dropout rate must be in [0, 1), got {dropout}")
         rng = rng if rng is not None else np.random.default_rng(0)
         init = init or default_init(activation)
         layers: list[Layer] = []
@@ -100,14 +151,23 @@ class Sequential:
 
     @classmethod
     def from_config(cls, config: dict[str, Any], rng: np.random.Generator | None = None) -> Sequential:
-        """Rebuild from :meth:`config` (weights are freshly initialised; load them separately)."""
+        """Rebuild from :meth:`config` (weights are freshly initialised; load them separately).
+
+        ``config`` is ``{"input_shape": [784], "layers": [{"type": "Dense", ...}, ...]}``: plain
+        JSON, so an architecture can be written by hand, e.g.
+        ``[{"type": "Dense", "in_features": 784, "out_features": 32}, {"type": "ReLU"}, ...]``.
+
+        Raises:
+            ConfigError: not of that form, an unknown layer type, or layers whose sizes do not fit.
+        """
         if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
             raise ConfigError("a model config must be a dict with a 'layers' list")
         rng = rng if rng is not None else np.random.default_rng(0)
         layers = [layer_from_config(c, rng) for c in config["layers"]]
         input_shape = config.get("input_shape", [784])
-        if not isinstance(input_shape, list) or not all(isinstance(d, int) and d > 0 for d in input_shape):
-            raise ConfigError(f"bad input_shape {input_shape!r}")
+        if not isinstance(input_shape, list | tuple) or not input_shape or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape):
+            raise ConfigError(f"bad input_shape {input_shape!r}: expected positive sizes like [784]")
         return cls(layers, input_shape=tuple(input_shape), rng=rng)
 
     def config(self) -> dict[str, Any]:
@@ -116,7 +176,11 @@ class Sequential:
 
     # -- computation ----------------------------------------------------------------------------
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        """Outputs ``[B, K]`` for inputs ``[B, *input_shape]``."""
+        """Outputs ``[B, K]`` for inputs ``[B, *input_shape]``.
+
+        ``training=True`` turns dropout on and lets layers reuse their output buffers (the
+        result is valid until the next training forward); ``training=False`` returns fresh arrays.
+        """
         for layer in self.layers:
             x = layer.forward(x, training)
         return x
@@ -132,7 +196,12 @@ class Sequential:
         return outputs
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
-        """Back-propagate dL/d(outputs) through every layer, filling each layer's ``grads``."""
+        """Back-propagate ``grad_out = dL/d(outputs)`` ``[B, K]`` through every layer, last to first.
+
+        Fills each layer's ``grads`` (overwriting them). Returns None: the first layers skip the
+        gradient with respect to the input images (see ``compute_input_grad``). ``grad_out`` may be
+        overwritten.
+        """
         grad = grad_out
         for layer in reversed(self.layers):
             if grad is None:
@@ -151,15 +220,22 @@ class Sequential:
         return "logits"
 
     def predict_proba(self, x: np.ndarray, batch_size: int = 2048) -> np.ndarray:
-        """Class probabilities ``[N, K]`` (rows sum to 1), computed in batches."""
+        """Class probabilities ``[N, K]`` float32 (rows sum to 1), computed in batches of ``batch_size``.
+
+        - logits: ``softmax(outputs)``;
+        - softmax output: the outputs as they are;
+        - sigmoid output (independent per-class scores): each row divided by its sum; a row whose
+          scores all rounded to 0 becomes uniform.
+        """
+        kind = self.output_kind
         chunks = []
         for start in range(0, len(x), batch_size):
             out = self.forward(x[start:start + batch_size], training=False)
-            kind = self.output_kind
             if kind == "logits":
-                out = softmax(out)
+                out = softmax(out, out=out)
             elif kind == "sigmoid":
-                out = out / np.maximum(out.sum(axis=1, keepdims=True), np.finfo(out.dtype).tiny)
+                totals = out.sum(axis=1, keepdims=True)
+                out = np.divide(out, totals, out=np.full_like(out, 1.0 / out.shape[1]), where=totals > 0)
             chunks.append(out.astype(np.float32, copy=False))
         if not chunks:
             return np.zeros((0, self.output_shapes()[-1][0]), dtype=np.float32)
@@ -207,10 +283,15 @@ class Sequential:
             np.copyto(target, source, casting="same_kind")
 
     def num_params(self) -> int:
+        """Number of trainable scalars in all layers (weights and biases)."""
         return sum(layer.num_params() for layer in self.layers)
 
     def output_shapes(self) -> list[tuple[int, ...]]:
-        """One sample's output shape after each layer."""
+        """One sample's output shape after each layer (no batch axis).
+
+        Raises:
+            ConfigError: a layer does not accept the shape the previous one produces.
+        """
         shape = self.input_shape
         shapes = []
         for i, layer in enumerate(self.layers):
@@ -219,32 +300,60 @@ class Sequential:
             except ConfigError as exc:
                 raise ConfigError(f"layer {i} ({type(layer).__name__}): {exc}") from None
             shapes.append(tuple(shape))
-        self._check_dense_inputs()
         return shapes
 
-    def _check_dense_inputs(self) -> None:
-        shape = self.input_shape
-        for i, layer in enumerate(self.layers):
-            if isinstance(layer, Dense) and shape != (layer.in_features,):
-                raise ConfigError(f"layer {i} (Dense) expects {layer.in_features} inputs but gets "
-                                  f"shape {list(shape)}")
-            shape = layer.output_shape(shape)
+    def layer_names(self) -> list[str]:
+        """Keras-style names, numbered per type: ``["dense_0", "relu_0", "dense_1", ...]``."""
+        counts: dict[str, int] = {}
+        names = []
+        for layer in self.layers:
+            base = _snake_case(type(layer).__name__)
+            names.append(f"{base}_{counts.get(base, 0)}")
+            counts[base] = counts.get(base, 0) + 1
+        return names
 
     def summary(self) -> str:
-        """A Keras-style table: each layer, its output shape and parameter count."""
-        rows = [("Layer", "Output shape", "Params")]
-        rows.append(("Input", str([None, *self.input_shape]), "0"))
-        for i, (layer, shape) in enumerate(zip(self.layers, self.output_shapes(), strict=True)):
-            rows.append((f"{i}: {layer!r}", str([None, *shape]), f"{layer.num_params():,}"))
-        widths = [max(len(r[c]) for r in rows) for c in range(3)]
-        line = "-" * (sum(widths) + 6)
+        """A Keras-style table of the layers, their output shapes and parameter counts.
 
-        def fmt(r):
-            return f"{r[0]:<{widths[0]}}   {r[1]:<{widths[1]}}   {r[2]:>{widths[2]}}"
+        For ``Sequential.from_spec("784-128-10")``::
 
-        body = [fmt(rows[0]), line, *[fmt(r) for r in rows[1:]], line,
-                f"Total parameters: {self.num_params():,}"]
-        return "\n".join(body)
+            Layer    Type                 Output shape   Params
+            ===================================================
+            input                         [None, 784]         0
+            dense_0  Dense 784->128 (he)  [None, 128]   100,480
+            relu_0   ReLU                 [None, 128]         0
+            dense_1  Dense 128->10 (he)   [None, 10]      1,290
+            ===================================================
+            Total params: 101,770
+            Trainable params: 101,770
+            Non-trainable params: 0
+            Output: logits [None, 10]
+
+        A Dense layer has ``in * out`` weights and ``out`` biases; non-trainable parameters are
+        buffers such as BatchNorm's running statistics.
+        """
+        header = ("Layer", "Type", "Output shape", "Params")
+        rows = [("input", "", str([None, *self.input_shape]), "0")]
+        shapes = self.output_shapes()
+        for name, layer, shape in zip(self.layer_names(), self.layers, shapes, strict=True):
+            kind = f"{type(layer).__name__} {layer.describe()}".strip()
+            params = layer.num_params() + layer.num_buffer_values()
+            rows.append((name, kind, str([None, *shape]), f"{params:,}"))
+        widths = [max(len(r[c]) for r in (header, *rows)) for c in range(4)]
+
+        def fmt(r: tuple[str, ...]) -> str:
+            return (f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  "
+                    f"{r[3]:>{widths[3]}}").rstrip()
+
+        rule = "=" * (sum(widths) + 6)
+        trainable = self.num_params()
+        buffers = sum(layer.num_buffer_values() for layer in self.layers)
+        lines = [fmt(header), rule, *[fmt(r) for r in rows], rule,
+                 f"Total params: {trainable + buffers:,}",
+                 f"Trainable params: {trainable:,}",
+                 f"Non-trainable params: {buffers:,}",
+                 f"Output: {self.output_kind} {[None, *shapes[-1]]}"]
+        return "\n".join(lines)
 
     def release_buffers(self) -> None:
         """Free every layer's work buffers (they are re-created on the next training step)."""

@@ -2,14 +2,19 @@
 
 An optimizer sees only ``[(param, grad), ...]`` pairs (``model.parameters()``). ``step`` changes
 each ``param`` array in place, using per-parameter state (velocity, moments) it keeps in the
-same order. ``lr`` is a plain attribute, so a schedule can set it before each step.
+same order, and never modifies a ``grad``. ``lr`` is a plain attribute, so a schedule can set it
+before each step. Updates are computed in the parameters' dtype (float32 in training) through a
+reused scratch array per parameter, so a step allocates no parameter-sized temporaries.
 
-Weight decay applies to weight matrices and kernels (arrays with 2+ dims), not to biases or
-BatchNorm scales — the usual practice, since decaying a bias does not regularise anything.
+Weight decay applies only to parameters with 2 or more dimensions (Dense weight matrices,
+convolution kernels), never to biases or BatchNorm's scale and shift (1-D): decaying those does
+not regularise anything useful and can hurt. This is the usual practice (it is what a PyTorch user
+gets with two parameter groups); PyTorch's plain ``weight_decay=`` would decay every parameter.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -18,14 +23,19 @@ from digitnet.errors import ConfigError
 
 Pairs = list[tuple[np.ndarray, np.ndarray]]
 
+#: per-parameter slots that are scratch space, not state worth saving in a checkpoint
+_SCRATCH = "scratch"
+
 
 def clip_grad_norm(grads: list[np.ndarray], max_norm: float) -> float:
     """Scale all gradients in place so that their global L2 norm is at most ``max_norm``.
 
-    ``norm = sqrt(sum_i ||g_i||^2)``; if ``norm > max_norm`` every ``g_i *= max_norm / norm``.
-    Returns the norm before clipping.
+    ``norm = sqrt(sum_i ||g_i||^2)`` over every gradient array together; if ``norm > max_norm``
+    every ``g_i *= max_norm / norm``, which keeps the direction of the whole update and caps its
+    length. ``max_norm <= 0`` disables clipping. Returns the norm before clipping (NaN or inf if a
+    gradient is, so the caller can detect divergence; such gradients are left untouched).
     """
-    total = float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads)))
+    total = math.sqrt(sum(float(np.vdot(g, g)) for g in grads))
     if max_norm > 0 and total > max_norm:
         scale = max_norm / (total + 1e-12)
         for g in grads:
@@ -33,18 +43,36 @@ def clip_grad_norm(grads: list[np.ndarray], max_norm: float) -> float:
     return total
 
 
+def _positive_float(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if not (number > 0 and math.isfinite(number)):
+        raise ConfigError(f"{name} must be a positive number, got {value!r}")
+    return number
+
+
 class Optimizer:
-    """Base class. Subclasses implement :meth:`_update` for one parameter."""
+    """Base class. Subclasses implement :meth:`_update` for one parameter.
+
+    Attributes:
+        lr: the learning rate used by the next :meth:`step` (a schedule may change it).
+        weight_decay: L2 / decay strength for parameters with 2+ dims.
+        steps: how many steps were taken (Adam's ``t``).
+        state: one dict of arrays per parameter (velocity, moments), created on the first step.
+    """
 
     name = "optimizer"
 
     def __init__(self, lr: float, weight_decay: float = 0.0) -> None:
-        if not (lr > 0 and np.isfinite(lr)):
-            raise ConfigError(f"learning rate must be a positive number, got {lr}")
-        if weight_decay < 0:
+        self.lr = _positive_float("learning rate", lr)
+        try:
+            self.weight_decay = float(weight_decay)
+        except (TypeError, ValueError):
+            raise ConfigError(f"weight decay must be a number, got {weight_decay!r}") from None
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ConfigError(f"weight decay must be >= 0, got {weight_decay}")
-        self.lr = float(lr)
-        self.weight_decay = float(weight_decay)
         self.steps = 0
         self.state: list[dict[str, np.ndarray]] = []
 
@@ -52,6 +80,9 @@ class Optimizer:
         """Apply one update to every ``(param, grad)`` pair in place."""
         if not self.state:
             self.state = [{} for _ in pairs]
+        if len(self.state) != len(pairs):
+            raise ConfigError(f"the optimizer holds state for {len(self.state)} parameters but was "
+                              f"given {len(pairs)}")
         self.steps += 1
         for index, (param, grad) in enumerate(pairs):
             self._update(param, grad, self.state[index])
@@ -60,10 +91,12 @@ class Optimizer:
         raise NotImplementedError
 
     def _decays(self, param: np.ndarray) -> bool:
+        """Whether weight decay applies to ``param``: only matrices and kernels (2+ dims)."""
         return self.weight_decay > 0 and param.ndim >= 2
 
     @staticmethod
     def _slot(state: dict[str, np.ndarray], name: str, like: np.ndarray) -> np.ndarray:
+        """The state array ``name`` for one parameter, zeros of ``like``'s shape on first use."""
         if name not in state:
             state[name] = np.zeros_like(like)
         return state[name]
@@ -74,7 +107,8 @@ class Optimizer:
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Per-parameter state as ``{"{index}.{slot}": array}`` (for a checkpoint file)."""
-        return {f"{i}.{k}": v for i, slots in enumerate(self.state) for k, v in slots.items()}
+        return {f"{i}.{k}": v for i, slots in enumerate(self.state)
+                for k, v in slots.items() if k != _SCRATCH}
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray], steps: int, num_params: int) -> None:
         """Restore what :meth:`state_arrays` returned, and the step count."""
@@ -88,13 +122,15 @@ class Optimizer:
 class SGD(Optimizer):
     """Stochastic gradient descent, with optional momentum (heavy-ball or Nesterov) and L2.
 
-    With ``g = grad + weight_decay * param`` (L2 penalty ``wd/2 * ||param||^2``)::
+    With ``g = grad + weight_decay * param`` (the gradient of an extra L2 penalty
+    ``weight_decay/2 * ||param||^2``; only for 2+-dim params) and velocity ``v`` starting at 0::
 
         plain:     param -= lr * g
         momentum:  v = momentum * v + g;  param -= lr * v
         nesterov:  v = momentum * v + g;  param -= lr * (g + momentum * v)
 
-    (PyTorch's formulation: the velocity accumulates gradients, lr multiplies the step.)
+    This is PyTorch's formulation (``torch.optim.SGD`` with dampening 0): the velocity
+    accumulates gradients and ``lr`` multiplies the step, so changing ``lr`` takes effect at once.
     """
 
     name = "sgd"
@@ -102,27 +138,37 @@ class SGD(Optimizer):
     def __init__(self, lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0) -> None:
         super().__init__(lr, weight_decay)
-        if not 0.0 <= momentum < 1.0:
-            raise ConfigError(f"momentum must be in [0, 1), got {momentum}")
-        if nesterov and momentum == 0:
-            raise ConfigError("Nesterov momentum needs momentum > 0")
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"momentum must be in [0, 1), got {momentum}")
+        if self.nesterov and self.momentum == 0:
+            raise ConfigError("Nesterov momentum needs momentum > 0")
 
     def _update(self, param, grad, state):
-        lr = param.dtype.type(self.lr)
+        dtype = param.dtype.type
+        lr = dtype(self.lr)
+        scratch = self._slot(state, _SCRATCH, param)
+        g = grad
         if self._decays(param):
-            grad = grad + param.dtype.type(self.weight_decay) * param
+            np.multiply(param, dtype(self.weight_decay), out=scratch)
+            scratch += grad                                   # g = grad + wd * param
+            g = scratch
         if self.momentum == 0:
-            param -= lr * grad
+            np.multiply(g, lr, out=scratch)
+            param -= scratch
             return
         velocity = self._slot(state, "velocity", param)
-        velocity *= param.dtype.type(self.momentum)
-        velocity += grad
+        velocity *= dtype(self.momentum)
+        velocity += g
         if self.nesterov:
-            param -= lr * (grad + param.dtype.type(self.momentum) * velocity)
+            # param -= lr * (g + momentum * v), as two in-place subtractions
+            np.multiply(g, lr, out=scratch)
+            param -= scratch
+            np.multiply(velocity, dtype(self.lr * self.momentum), out=scratch)
         else:
-            param -= lr * velocity
+            np.multiply(velocity, lr, out=scratch)
+        param -= scratch
 
     def config(self):
         return {**super().config(), "momentum": self.momentum, "nesterov": self.nesterov}
@@ -131,14 +177,18 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     """Adam (Kingma & Ba, 2015), with coupled L2 when ``weight_decay`` > 0.
 
-    At step ``t`` (from 1), with ``g = grad (+ weight_decay * param)``::
+    At step ``t`` (from 1), with ``g = grad (+ weight_decay * param)`` and ``m``, ``v`` starting
+    at 0::
 
-        m = beta1 * m + (1 - beta1) * g              first moment
-        v = beta2 * v + (1 - beta2) * g**2           second moment
+        m = beta1 * m + (1 - beta1) * g              first moment (mean of g)
+        v = beta2 * v + (1 - beta2) * g**2           second moment (mean of g squared)
         m_hat = m / (1 - beta1**t),  v_hat = v / (1 - beta2**t)     bias correction
         param -= lr * m_hat / (sqrt(v_hat) + eps)
 
-    Bias correction undoes the pull towards zero of moments that start at zero.
+    Bias correction undoes the pull towards zero of moments that start at zero: at ``t = 1``,
+    ``m_hat = g`` and ``v_hat = g**2``, so the first step is ``lr * g / (|g| + eps)`` ~ ``lr * sign(g)``.
+    Coupled L2 passes the decay through the adaptive scaling, which weakens it for parameters
+    with large gradients; :class:`AdamW` is usually the better choice.
     """
 
     name = "adam"
@@ -147,9 +197,10 @@ class Adam(Optimizer):
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
                  weight_decay: float = 0.0) -> None:
         super().__init__(lr, weight_decay)
-        if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
+        self.beta1, self.beta2 = float(beta1), float(beta2)
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ConfigError(f"Adam betas must be in [0, 1), got {beta1}, {beta2}")
-        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        self.eps = _positive_float("Adam eps", eps)
 
     def _update(self, param, grad, state):
         dtype = param.dtype.type
@@ -157,29 +208,28 @@ class Adam(Optimizer):
             if self._decays(param):
                 param *= dtype(1 - self.lr * self.weight_decay)
         elif self._decays(param):
-            grad = grad + dtype(self.weight_decay) * param
+            grad = grad + dtype(self.weight_decay) * param      # coupled L2: a new array (rare path)
         m = self._slot(state, "m", param)
         v = self._slot(state, "v", param)
-        scratch = self._slot(state, "scratch", param)  # reused temporary, not saved in checkpoints
+        scratch = self._slot(state, _SCRATCH, param)
         t = self.steps
         m *= dtype(self.beta1)
-        m += dtype(1 - self.beta1) * grad
+        np.multiply(grad, dtype(1 - self.beta1), out=scratch)
+        m += scratch
         v *= dtype(self.beta2)
         np.multiply(grad, grad, out=scratch)
         scratch *= dtype(1 - self.beta2)
         v += scratch
-        # step = lr * m_hat / (sqrt(v_hat) + eps), with both corrections folded into scalars
+        # step = lr * m_hat / (sqrt(v_hat) + eps), with both corrections folded into scalars:
+        # sqrt(v_hat) = sqrt(v) / sqrt(1 - beta2**t),  m_hat = m / (1 - beta1**t)
         correction1 = 1 - self.beta1 ** t
         correction2 = 1 - self.beta2 ** t
         np.sqrt(v, out=scratch)
-        scratch *= dtype(1 / np.sqrt(correction2))
+        scratch *= dtype(1 / math.sqrt(correction2))
         scratch += dtype(self.eps)
         np.divide(m, scratch, out=scratch)
         scratch *= dtype(self.lr / correction1)
         param -= scratch
-
-    def state_arrays(self):
-        return {k: v for k, v in super().state_arrays().items() if not k.endswith(".scratch")}
 
     def config(self):
         return {**super().config(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
@@ -188,8 +238,9 @@ class Adam(Optimizer):
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter, 2019).
 
-    Before the Adam step: ``param *= 1 - lr * weight_decay`` — the decay does not pass through
-    the adaptive scaling, so it acts as true weight decay instead of an L2 gradient term.
+    Before the Adam step (with the plain gradient): ``param *= 1 - lr * weight_decay`` (2+-dim
+    params only). The decay does not pass through the adaptive scaling, so it acts as true weight
+    decay instead of an L2 gradient term. Matches ``torch.optim.AdamW``. Default decay 0.01.
     """
 
     name = "adamw"
@@ -201,20 +252,34 @@ class AdamW(Adam):
 
 
 OPTIMIZERS = {"sgd": SGD, "momentum": SGD, "nesterov": SGD, "adam": Adam, "adamw": AdamW}
+_EXTRA_OPTIONS = ("nesterov", "beta1", "beta2", "eps")
 
 
-def make_optimizer(name: str, lr: float, *, momentum: float | None = None, weight_decay: float = 0.0,
-                   **kwargs: Any) -> Optimizer:
-    """Build an optimizer by name: "sgd", "momentum" (SGD, momentum 0.9), "nesterov", "adam", "adamw"."""
-    key = name.lower()
+def make_optimizer(name: str, lr: float, *, momentum: float | None = None,
+                   weight_decay: float | None = None, **kwargs: Any) -> Optimizer:
+    """Build an optimizer by name.
+
+    - "sgd": plain SGD (``momentum`` default 0; ``nesterov=True`` allowed with momentum > 0);
+    - "momentum": SGD with momentum (default 0.9); "nesterov": the same with Nesterov's look-ahead;
+    - "adam", "adamw": Adam / AdamW (``beta1``, ``beta2``, ``eps`` may be given).
+
+    ``weight_decay`` None means the optimizer's default (0, or 0.01 for AdamW). Options that do
+    not apply to the chosen optimizer (``momentum`` for Adam) are ignored.
+
+    Raises:
+        ConfigError: unknown name or option, or an invalid value.
+    """
+    key = str(name).strip().lower()
     if key not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {name!r} (choose from {', '.join(OPTIMIZERS)})")
+    unknown = sorted(set(kwargs) - set(_EXTRA_OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown optimizer option(s) {', '.join(unknown)} "
+                          f"(known: momentum, weight_decay, {', '.join(_EXTRA_OPTIONS)})")
+    decay = {} if weight_decay is None else {"weight_decay": weight_decay}
     if key in ("sgd", "momentum", "nesterov"):
         mom = momentum if momentum is not None else (0.0 if key == "sgd" else 0.9)
-        return SGD(lr, momentum=mom, nesterov=key == "nesterov" or kwargs.get("nesterov", False),
-                   weight_decay=weight_decay)
-    cls = OPTIMIZERS[key]
+        return SGD(lr, momentum=mom, nesterov=key == "nesterov" or bool(kwargs.get("nesterov", False)),
+                   **decay)
     extra = {k: v for k, v in kwargs.items() if k in ("beta1", "beta2", "eps")}
-    if key == "adamw" and not weight_decay:
-        return cls(lr, **extra)
-    return cls(lr, weight_decay=weight_decay, **extra)
+    return OPTIMIZERS[key](lr, **extra, **decay)
