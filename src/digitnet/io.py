@@ -18,6 +18,7 @@ before any tensor is read, so a truncated or tampered file is refused with a cle
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass, field
@@ -34,6 +35,13 @@ FORMAT = "digitnet.model"
 FORMAT_VERSION = 1
 #: A header longer than this is refused before it is read (ours are a few KB).
 MAX_HEADER_BYTES = 16 * 1024 * 1024
+#: An architecture with more layers than this is refused before any layer is built.
+MAX_LAYERS = 1000
+#: A layer with no tensors in the file (pooling, reshaping) may still name sizes up to this product.
+_SMALL_LAYER_ELEMENTS = 1 << 16
+#: Layer arguments that are not array sizes (left out when bounding what a layer would allocate).
+_NON_SIZE_ARGUMENTS = frozenset({"type", "stride", "padding", "dilation", "rate", "alpha", "negative_slope",
+                                 "eps", "momentum", "init"})
 _DTYPES = {"F32": np.float32, "F64": np.float64, "F16": np.float16, "I64": np.int64, "I32": np.int32,
            "U8": np.uint8, "I8": np.int8, "BOOL": np.bool_}
 _DTYPE_NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
@@ -56,7 +64,7 @@ def _encode(tensors: dict[str, np.ndarray], metadata: dict[str, Any]) -> bytes:
     blobs = []
     for name in sorted(tensors):
         array = np.ascontiguousarray(tensors[name])
-        dtype_name = _DTYPE_NAMES.get(array.dtype)
+        dtype_name = _DTYPE_NAMES.get(array.dtype.newbyteorder("="))  # big-endian input is fine too
         if dtype_name is None:
             raise ConfigError(f"cannot save tensor {name} of dtype {array.dtype}")
         data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
@@ -77,7 +85,12 @@ def write_safetensors(
 
 
 def read_safetensors(path: str | os.PathLike, what: str = "model file") -> SavedFile:
-    """Read and validate a safetensors file; raises ModelFileError on anything malformed."""
+    """Read and validate a safetensors file; raises ModelFileError on anything malformed.
+
+    The 8-byte length and the JSON header are checked against the file size before anything else
+    is read, and every tensor's dtype, shape and byte range before the data is read, so memory use
+    stays within about twice the file size whatever the header claims.
+    """
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -87,19 +100,19 @@ def read_safetensors(path: str | os.PathLike, what: str = "model file") -> Saved
     except IsADirectoryError:
         raise ModelFileError(f"{path} is a directory, not a {what}") from None
     except OSError as exc:
-        raise ModelFileError(f"cannot read {what} {path}: {exc.strerror}") from None
+        raise ModelFileError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # e.g. a NUL byte in the name
+        raise ModelFileError(f"cannot read {what} {path!r}: {exc}") from None
     with handle:
-        if size < 8:
+        prefix = handle.read(8)
+        if size < 8 or len(prefix) < 8:
             raise ModelFileError(f"{path} is not a {what}: only {size} bytes (truncated?)")
-        (header_len,) = struct.unpack("<Q", handle.read(8))
+        (header_len,) = struct.unpack("<Q", prefix)
         if header_len > MAX_HEADER_BYTES or header_len > size - 8:
             raise ModelFileError(f"{path} is not a valid {what}: its header claims {header_len:,} bytes "
                                  f"but the file has {size:,} (truncated or not a safetensors file)")
         raw_header = handle.read(header_len)
-        try:
-            header = json.loads(raw_header.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise ModelFileError(f"{path} is not a valid {what}: its header is not JSON") from None
+        header = _parse_json(raw_header, f"{path} is not a valid {what}: its header is not JSON")
         if not isinstance(header, dict):
             raise ModelFileError(f"{path} is not a valid {what}: header is not a JSON object")
         data_len = size - 8 - header_len
@@ -111,17 +124,26 @@ def read_safetensors(path: str | os.PathLike, what: str = "model file") -> Saved
     tensors = {}
     for name, (dtype, shape, start, _stop) in entries.items():
         little_endian = np.dtype(dtype).newbyteorder("<")
-        flat = np.frombuffer(data, dtype=little_endian, count=int(np.prod(shape)), offset=start)
+        flat = np.frombuffer(data, dtype=little_endian, count=math.prod(shape), offset=start)
         tensors[name] = flat.reshape(shape).astype(dtype)  # a native-order copy the caller owns
     metadata: dict[str, Any] = {}
     if isinstance(meta_raw, dict) and "digitnet" in meta_raw:
-        try:
-            metadata = json.loads(meta_raw["digitnet"])
-        except (TypeError, json.JSONDecodeError):
-            raise ModelFileError(f"{path}: the digitnet metadata is not valid JSON") from None
+        if not isinstance(meta_raw["digitnet"], str):
+            raise ModelFileError(f"{path}: the digitnet metadata is not a JSON string")
+        metadata = _parse_json(meta_raw["digitnet"], f"{path}: the digitnet metadata is not valid JSON")
         if not isinstance(metadata, dict):
             raise ModelFileError(f"{path}: the digitnet metadata is not a JSON object")
     return SavedFile(tensors=tensors, metadata=metadata)
+
+
+def _parse_json(raw: bytes | str, message: str) -> Any:
+    """``json.loads`` that turns every way untrusted text can fail into ModelFileError(message)."""
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # ValueError: bad JSON, or an integer of more than 4300 digits;
+        # RecursionError: brackets nested thousands deep
+        raise ModelFileError(message) from None
 
 
 def _validated_entries(path: Path, header: dict, data_len: int, what: str) -> dict:
@@ -130,17 +152,17 @@ def _validated_entries(path: Path, header: dict, data_len: int, what: str) -> di
     for name, info in header.items():
         if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
             raise ModelFileError(f"{path} is not a valid {what}: bad entry for tensor {name!r}")
-        dtype = _DTYPES.get(info["dtype"])
+        dtype = _DTYPES.get(info["dtype"]) if isinstance(info["dtype"], str) else None
         shape = info["shape"]
         offsets = info["data_offsets"]
         if dtype is None:
             raise ModelFileError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']!r}")
-        if (not isinstance(shape, list) or not all(isinstance(d, int) and 0 <= d < 2**31 for d in shape)
-                or not isinstance(offsets, list) or len(offsets) != 2
-                or not all(isinstance(o, int) for o in offsets)):
+        if (not isinstance(shape, list) or not all(_is_int(d) and 0 <= d < 2**31 for d in shape)
+                or len(shape) > 32 or not isinstance(offsets, list) or len(offsets) != 2
+                or not all(_is_int(o) for o in offsets)):
             raise ModelFileError(f"{path}: tensor {name!r} has a malformed shape or offsets")
         start, stop = offsets
-        expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        expected = math.prod(shape) * np.dtype(dtype).itemsize  # exact: Python ints do not overflow
         if not 0 <= start <= stop <= data_len or stop - start != expected:
             raise ModelFileError(f"{path}: tensor {name!r} claims bytes {start}..{stop} of {data_len} "
                                  f"(needs {expected}): truncated or tampered file")
@@ -151,6 +173,10 @@ def _validated_entries(path: Path, header: dict, data_len: int, what: str) -> di
         if b_start < a_stop:
             raise ModelFileError(f"{path}: tensors overlap: tampered file")
     return entries
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def model_metadata(model, *, classes: list[str], training: dict | None = None, metrics: dict | None = None,
@@ -245,9 +271,12 @@ def load_model(path: str | os.PathLike, what: str = "model file") -> LoadedModel
     classes = meta.get("classes")
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise ModelFileError(f"{path}: metadata has no valid class list")
+    architecture = meta.get("architecture")
+    _check_architecture_size(path, architecture, saved.tensors)
     try:
-        model = Sequential.from_config(meta.get("architecture"))
-    except ConfigError as exc:
+        model = Sequential.from_config(architecture)
+    except (ConfigError, TypeError, ValueError, OverflowError, KeyError, AttributeError) as exc:
+        # hand-edited metadata can reach a layer constructor with any JSON value
         raise ModelFileError(f"{path}: bad architecture in metadata: {exc}") from None
     own = model.state_dict()
     weights = {k: v for k, v in saved.tensors.items() if k.startswith("layers.")}
@@ -265,3 +294,57 @@ def load_model(path: str | os.PathLike, what: str = "model file") -> LoadedModel
     if out_dim != (len(classes),):
         raise ModelFileError(f"{path}: the model has {out_dim} outputs but {len(classes)} class names")
     return LoadedModel(model=model, classes=classes, metadata=meta, path=path, extra_tensors=extra)
+
+
+def _check_architecture_size(path: Path, architecture: Any, tensors: dict[str, np.ndarray]) -> None:
+    """Refuse an architecture that would allocate far more than the file's tensors hold.
+
+    Building a model allocates its weights, so metadata claiming ``Dense(784, 10**9)`` beside a few
+    KB of tensors must be refused *before* the model is built. For layer ``i`` the product of its
+    size arguments (``in_features * out_features``; channels and kernel sizes) may not exceed the
+    number of values the file holds for ``layers.i.*`` (plus a little for layers without tensors).
+    A genuine file always passes: a Dense layer's weights alone hold ``in_features * out_features``.
+    """
+    if not isinstance(architecture, dict) or not isinstance(architecture.get("layers"), list):
+        return  # Sequential.from_config explains what is wrong
+    layers = architecture["layers"]
+    if len(layers) > MAX_LAYERS:
+        raise ModelFileError(f"{path}: the architecture lists {len(layers):,} layers (at most {MAX_LAYERS:,} "
+                             "are accepted): tampered file?")
+    held: dict[str, int] = {}
+    for name, array in tensors.items():
+        parts = name.split(".")
+        if len(parts) == 3 and parts[0] == "layers":
+            held[parts[1]] = held.get(parts[1], 0) + int(array.size)
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, dict):
+            continue
+        available = held.get(str(i), 0) + _SMALL_LAYER_ELEMENTS
+        claimed: int | float = 1
+        sizes = (n for key, value in layer.items() if key not in _NON_SIZE_ARGUMENTS for n in _numbers(value))
+        for number in sizes:
+            claimed *= max(number, 1)
+            if claimed > available:  # stop early: the product of huge numbers only grows
+                raise ModelFileError(
+                    f"{path}: layer {i} of the architecture ({str(layer.get('type'))[:40]!r}) needs more "
+                    f"than {available:,} values but the file holds {held.get(str(i), 0):,} for it: "
+                    "the metadata does not belong to these weights (tampered file?)")
+
+
+def _numbers(value: Any, depth: int = 0) -> list[int | float]:
+    """The numbers in a JSON value (numbers, numeric strings, lists of them), for size bounds."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int):
+        return [value]  # a Python int of any size (float() of a 400-digit int would overflow)
+    if isinstance(value, float):
+        return [value if math.isfinite(value) else math.inf]
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return []
+        return [number if math.isfinite(number) else math.inf]
+    if isinstance(value, list) and depth < 4:
+        return [n for item in value for n in _numbers(item, depth + 1)]
+    return []
