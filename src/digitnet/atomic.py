@@ -33,13 +33,19 @@ def _default_mode() -> int:
     return 0o666 & ~umask
 
 
+_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+         errno.EFBIG: "file too large (file system or process file-size limit)"}
+
+
 def _describe(exc: OSError, path: Path) -> str:
-    if exc.errno == errno.ENOSPC:
-        return f"cannot write {path}: no space left on device (the previous file, if any, is unchanged)"
+    if exc.errno in _FULL:
+        return f"cannot write {path}: {_FULL[exc.errno]} (the previous file, if any, is unchanged)"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write {path}: permission denied or read-only location"
     if exc.errno == errno.ENOENT:
         return f"cannot write {path}: directory {path.parent} does not exist"
+    if exc.errno == errno.ENOTDIR:
+        return f"cannot write {path}: {path.parent} is not a directory"
     return f"cannot write {path}: {exc.strerror or exc}"
 
 
