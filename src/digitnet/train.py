@@ -41,6 +41,10 @@ from digitnet.nn.schedules import Schedule
 #: Gradient norms are recorded on every this-many-th batch (cheap, and plenty for a curve).
 GRAD_NORM_EVERY = 8
 CHECKPOINT_FORMAT = "digitnet.checkpoint"
+#: A batch loss above this counts as divergence even while it is still finite: with a huge learning
+#: rate a ReLU network blows up to losses of 1e30 and then "dies" (every unit off) without ever
+#: producing NaN. Healthy cross-entropy starts near ln(10) = 2.3.
+DIVERGED_LOSS = 1e4
 
 
 # ----------------------------------------------------------------------------------------------
@@ -384,12 +388,15 @@ class Trainer:
                 self._run_epoch()
                 return
             except DivergenceError as exc:
-                if snapshot is None or attempt == 3:
+                if snapshot is None:
                     raise
+                if attempt == 3:
+                    raise DivergenceError(f"{exc} (gave up after dividing the learning rate by 10 three "
+                                          "times)") from None
                 self._restore_snapshot(snapshot)
                 self.lr_scale *= 0.1
-                self.log(f"{exc} -> restored the weights of the epoch start and divided the learning "
-                         f"rate by 10 (now x{self.lr_scale:g})")
+                self.log(f"diverged: {getattr(exc, 'what', exc)} -> restored the weights of the epoch start "
+                         f"and divided the learning rate by 10 (now x{self.lr_scale:g})")
 
     def _batches(self) -> Iterator[tuple[int, np.ndarray]]:
         for b in range(self.batch_index, self.batches_per_epoch):
@@ -420,8 +427,8 @@ class Trainer:
 
             outputs = model.forward(x, training=True)
             loss = loss_fn.forward(outputs, y)
-            if not math.isfinite(loss):
-                self._diverged(f"the loss became {loss} at epoch {epoch + 1}, batch {b + 1}", lr)
+            if not math.isfinite(loss) or loss > DIVERGED_LOSS:
+                self._diverged(f"the loss became {loss:.4g} at epoch {epoch + 1}, batch {b + 1}", lr)
             correct = int(np.count_nonzero(outputs.argmax(axis=1) == y))
             model.backward(loss_fn.backward())
 
@@ -482,11 +489,14 @@ class Trainer:
             cb.on_epoch_end(self, epoch, logs)
 
     def _diverged(self, what: str, lr: float) -> None:
-        hint = ("try a learning rate 10x smaller (--lr), gradient clipping (--clip-norm 5), "
-                "or --on-divergence reduce-lr")
+        hint = "try a learning rate 10x smaller (--lr) or gradient clipping (--clip-norm 5)"
+        if self.on_divergence != "reduce-lr":
+            hint = hint.replace(" or ", ", ") + ", or --on-divergence reduce-lr"
         kept = f"; the last good checkpoint is {self.checkpoint_path}" if self.checkpoint_path and \
             self.checkpoint_path.exists() else ""
-        raise DivergenceError(f"training diverged: {what} (learning rate {lr:.4g}); {hint}{kept}")
+        error = DivergenceError(f"training diverged: {what} (learning rate {lr:.4g}); {hint}{kept}")
+        error.what = f"{what} (learning rate {lr:.4g})"
+        raise error
 
     def _interrupt(self) -> None:
         where = f"epoch {self.epoch + 1}, batch {self.batch_index}/{self.batches_per_epoch}"
