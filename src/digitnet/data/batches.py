@@ -59,6 +59,10 @@ def iterate_batches(
     Yields:
         x float32 in [0, 1] and y uint8 ``[B]`` (or None).
     """
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    if layout not in ("flat", "nchw"):
+        raise ValueError(f"layout must be 'flat' or 'nchw', got {layout!r}")
     n = len(images)
     if shuffle:
         if rng is None:

@@ -43,10 +43,16 @@ class Dataset:
         if self.images.dtype != np.uint8:
             raise DataError(f"{self.name}: images must be uint8, got {self.images.dtype}")
         if self.labels is not None:
+            self.labels = np.asarray(self.labels)
             if self.labels.ndim != 1 or len(self.labels) != len(self.images):
                 raise DataError(f"{self.name}: {len(self.images)} images but labels of shape "
                                 f"{self.labels.shape}")
             if self.labels.dtype != np.uint8:
+                if self.labels.dtype.kind not in "iuf":
+                    raise DataError(f"{self.name}: labels must be integers, got dtype {self.labels.dtype}")
+                # A cast would silently turn 3.7 into 3 and NaN into garbage: only whole numbers pass.
+                if self.labels.dtype.kind == "f" and not np.array_equal(self.labels, np.round(self.labels)):
+                    raise DataError(f"{self.name}: labels must be whole numbers")
                 if self.labels.size and (self.labels.min() < 0 or self.labels.max() > 255):
                     raise DataError(f"{self.name}: labels out of range")
                 self.labels = self.labels.astype(np.uint8)
