@@ -25,6 +25,8 @@ Pairs = list[tuple[np.ndarray, np.ndarray]]
 
 #: per-parameter slots that are scratch space, not state worth saving in a checkpoint
 _SCRATCH = "scratch"
+_SCRATCH_GRAD = "scratch_grad"
+_SCRATCH_SLOTS = (_SCRATCH, _SCRATCH_GRAD)
 
 
 def clip_grad_norm(grads: list[np.ndarray], max_norm: float) -> float:
@@ -108,7 +110,7 @@ class Optimizer:
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Per-parameter state as ``{"{index}.{slot}": array}`` (for a checkpoint file)."""
         return {f"{i}.{k}": v for i, slots in enumerate(self.state)
-                for k, v in slots.items() if k != _SCRATCH}
+                for k, v in slots.items() if k not in _SCRATCH_SLOTS}
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray], steps: int, num_params: int) -> None:
         """Restore what :meth:`state_arrays` returned, and the step count."""
@@ -208,7 +210,11 @@ class Adam(Optimizer):
             if self._decays(param):
                 param *= dtype(1 - self.lr * self.weight_decay)
         elif self._decays(param):
-            grad = grad + dtype(self.weight_decay) * param      # coupled L2: a new array (rare path)
+            # coupled L2: g = grad + wd * param, in a second scratch array (grad itself is not ours)
+            decayed = self._slot(state, _SCRATCH_GRAD, param)
+            np.multiply(param, dtype(self.weight_decay), out=decayed)
+            decayed += grad
+            grad = decayed
         m = self._slot(state, "m", param)
         v = self._slot(state, "v", param)
         scratch = self._slot(state, _SCRATCH, param)
