@@ -118,10 +118,11 @@ def run_training(
         save_model(out_dir / INITIAL_FILE, model, classes=train.classes, dataset=config.dataset,
                    training=config.to_dict())
 
-    cbs: list = [_HistoryWriter(out_dir / HISTORY_FILE), Checkpoint(out_dir / CHECKPOINT_FILE,
-                                                                     config.checkpoint_every)]
+    cbs: list = [_HistoryWriter(out_dir / HISTORY_FILE)]
     if config.early_stopping:
         cbs.append(EarlyStopping(patience=config.early_stopping))
+    # after early stopping has seen the epoch, so the checkpoint holds its up-to-date state
+    cbs.append(Checkpoint(out_dir / CHECKPOINT_FILE, config.checkpoint_every))
     if not quiet:
         cbs.append(ProgressBar() if progress else ProgressBar(tty=False))  # off a TTY: a line per epoch
     cbs.extend(callbacks or [])

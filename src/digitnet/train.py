@@ -189,6 +189,18 @@ class EarlyStopping(Callback):
                 trainer.log(f"early stopping: no improvement of val_loss for {self.patience} epochs "
                             f"(best {self.best_loss:.4f} at epoch {self.best_epoch + 1})")
 
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """What a checkpoint holds so a resumed run stops and restores exactly as an uninterrupted one."""
+        tensors = {f"early_stopping.{name}": array for name, array in (self.best_state or {}).items()}
+        return tensors, {"best_loss": self.best_loss, "best_epoch": self.best_epoch, "wait": self.wait}
+
+    def load_state(self, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        self.best_loss = float(meta["best_loss"])
+        self.best_epoch = int(meta["best_epoch"])
+        self.wait = int(meta["wait"])
+        prefix = "early_stopping."
+        self.best_state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)} or None
+
     def on_train_end(self, trainer):
         if self.restore_best and self.best_state is not None and self.best_epoch != len(trainer.history) - 1:
             trainer.model.load_state_dict(self.best_state)
@@ -527,6 +539,11 @@ class Trainer:
         tensors = {f"optimizer.{k}": v for k, v in self.optimizer.state_arrays().items()}
         if self.order is not None:
             tensors["trainer.order"] = self.order.astype(np.int64)
+        callback_states = {}
+        for cb in self.callbacks:  # callbacks with state of their own (early stopping's patience)
+            if hasattr(cb, "state") and hasattr(cb, "load_state"):
+                cb_tensors, callback_states[type(cb).__name__] = cb.state()
+                tensors.update(cb_tensors)
         meta = {
             "format": CHECKPOINT_FORMAT,
             "epoch": self.epoch,
@@ -541,6 +558,8 @@ class Trainer:
                         "seconds": self.run_seconds, "norm_sums": self.run_norm_sums.tolist(),
                         "norm_count": self.run_norm_count},
             "history": self.history.to_dict(),
+            "stop_training": self.stop_training,
+            "callbacks": callback_states,
         }
         return tensors, meta
 
@@ -574,6 +593,15 @@ class Trainer:
             self.order = loaded.extra_tensors.get("trainer.order")
             if self.batch_index and self.order is None:
                 raise ModelFileError(f"{path}: mid-epoch checkpoint without the epoch's order")
+            n = len(self.images)
+            if self.order is not None and (self.order.shape != (n,) or self.order.dtype.kind not in "iu"
+                                           or not np.array_equal(np.sort(self.order), np.arange(n))):
+                raise ModelFileError(f"{path}: the checkpoint's shuffled order of {self.order.size:,} images "
+                                     f"does not match this run ({n:,} training images): was config.json changed?")
+            if not 0 <= self.batch_index <= self.batches_per_epoch or (
+                    self.batch_index and int(meta["batch_size"]) != self.batch_size):
+                raise ModelFileError(f"{path}: the checkpoint's position (batch {self.batch_index} of size "
+                                     f"{meta['batch_size']}) does not match this run (batch size {self.batch_size})")
             self.rng.bit_generator.state = _rng_state_from_json(meta["rng"])
             self.model.rng.bit_generator.state = _rng_state_from_json(meta["model_rng"])
             running = meta["running"]
@@ -584,6 +612,11 @@ class Trainer:
             self.run_norm_sums = np.array(running["norm_sums"], dtype=np.float64)
             self.run_norm_count = int(running["norm_count"])
             self.history = History.from_dict(meta["history"])
+            self.stop_training = bool(meta.get("stop_training", False))
+            states = meta.get("callbacks") or {}
+            for cb in self.callbacks:
+                if hasattr(cb, "load_state") and type(cb).__name__ in states:
+                    cb.load_state(loaded.extra_tensors, states[type(cb).__name__])
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{path}: incomplete or damaged checkpoint ({exc})") from None
         except Exception as exc:  # digitnet's own errors pass through unchanged
