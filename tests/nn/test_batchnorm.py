@@ -1,0 +1,116 @@
+"""BatchNorm on [B, F] and [B, C, H, W]: normalisation, running statistics, inference, gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from digitnet.errors import ConfigError
+from digitnet.nn import layer_from_config
+from digitnet.nn.batchnorm import BatchNorm
+from digitnet.nn.gradcheck import check_layer
+
+TOLERANCE = 1e-6
+SHAPES = [(6, 4), (3, 2, 4, 5)]
+
+
+def random_batchnorm(features, rng):
+    layer = BatchNorm(features)
+    layer.params["gamma"][...] = rng.uniform(0.5, 2.0, features)
+    layer.params["beta"][...] = rng.standard_normal(features)
+    return layer
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_gradients_match_finite_differences(shape, rng):
+    layer = random_batchnorm(shape[1], rng)
+    x = 2 * rng.standard_normal(shape) + 1
+    errors = check_layer(layer, x, rng)
+    assert set(errors) == {"input", "gamma", "beta"}
+    for name, error in errors.items():
+        assert error < TOLERANCE, f"{name}: relative error {error:.2e}"
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_training_output_has_zero_mean_and_unit_variance_per_feature(shape, rng):
+    x = (3 * rng.standard_normal(shape) + 5).astype(np.float32)
+    y = BatchNorm(shape[1]).forward(x, training=True)
+    axes = (0,) if len(shape) == 2 else (0, 2, 3)
+    np.testing.assert_allclose(y.mean(axis=axes), 0, atol=1e-5)
+    np.testing.assert_allclose(y.var(axis=axes), 1, atol=1e-3)
+
+
+def test_gamma_and_beta_scale_and_shift(rng):
+    layer = random_batchnorm(3, rng)
+    x = rng.standard_normal((8, 3, 2, 2)).astype(np.float32)
+    y = layer.forward(x, training=True)
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), layer.params["beta"], atol=1e-5)
+    np.testing.assert_allclose(y.std(axis=(0, 2, 3)), layer.params["gamma"], rtol=1e-3)
+
+
+def test_running_statistics_follow_pytorch_convention(rng):
+    layer = BatchNorm(2, momentum=0.1)
+    x = rng.standard_normal((4, 2, 3, 3)).astype(np.float32) * 2 + 3
+    layer.forward(x, training=True)
+    n = 4 * 3 * 3
+    batch_mean = x.mean(axis=(0, 2, 3))
+    batch_var_unbiased = x.var(axis=(0, 2, 3)) * n / (n - 1)
+    np.testing.assert_allclose(layer.buffers["running_mean"], 0.9 * 0 + 0.1 * batch_mean, rtol=1e-5)
+    np.testing.assert_allclose(layer.buffers["running_var"], 0.9 * 1 + 0.1 * batch_var_unbiased, rtol=1e-5)
+    layer.forward(x, training=True)
+    np.testing.assert_allclose(layer.buffers["running_mean"], 0.19 * batch_mean, rtol=1e-5)
+
+
+def test_inference_uses_the_running_statistics_and_does_not_update_them(rng):
+    layer = random_batchnorm(3, rng)
+    layer.buffers["running_mean"][...] = [1, -1, 0.5]
+    layer.buffers["running_var"][...] = [4, 1, 0.25]
+    x = rng.standard_normal((5, 3)).astype(np.float32)
+    y = layer.forward(x, training=False)
+    expected = (layer.params["gamma"] * (x - [1, -1, 0.5]) / np.sqrt(np.array([4, 1, 0.25]) + 1e-5)
+                + layer.params["beta"])
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(layer.buffers["running_mean"], np.float32([1, -1, 0.5]))
+    # a single sample is fine at inference (no batch statistics needed)
+    assert layer.forward(x[:1]).shape == (1, 3)
+    with pytest.raises(RuntimeError):
+        layer.backward(np.ones_like(y))
+
+
+def test_backward_matches_the_closed_form(rng):
+    layer = random_batchnorm(4, rng)
+    x = rng.standard_normal((10, 4))
+    layer.params = {k: v.astype(np.float64) for k, v in layer.params.items()}
+    y = layer.forward(x, training=True)
+    grad_out = rng.standard_normal(y.shape)
+    grad = layer.backward(grad_out.copy())
+    x_hat = (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5)
+    np.testing.assert_allclose(layer.grads["beta"], grad_out.sum(0), rtol=1e-5)
+    np.testing.assert_allclose(layer.grads["gamma"], (grad_out * x_hat).sum(0), rtol=1e-5)
+    expected = layer.params["gamma"] / np.sqrt(x.var(0) + 1e-5) * (
+        grad_out - grad_out.mean(0) - x_hat * (grad_out * x_hat).mean(0))
+    np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-8)
+    # the input gradient of a normalisation sums to zero per feature (shifting x changes nothing)
+    np.testing.assert_allclose(grad.sum(0), 0, atol=1e-10)
+
+
+def test_shapes_buffers_and_errors():
+    layer = BatchNorm(32)
+    assert layer.output_shape((32, 14, 14)) == (32, 14, 14)
+    assert layer.output_shape((32,)) == (32,)
+    assert set(layer.buffers) == {"running_mean", "running_var"}
+    assert layer.num_params() == 64
+    with pytest.raises(ConfigError):
+        layer.output_shape((16, 14, 14))
+    with pytest.raises(ConfigError):
+        layer.forward(np.zeros((2, 16), dtype=np.float32), training=True)
+    for bad in ({"num_features": 0}, {"num_features": 4, "momentum": 1.5}, {"num_features": 4, "eps": 0}):
+        with pytest.raises(ConfigError):
+            BatchNorm(**bad)
+
+
+def test_config_round_trip():
+    layer = BatchNorm(16, momentum=0.05, eps=1e-3)
+    assert layer.config() == {"type": "BatchNorm", "num_features": 16, "momentum": 0.05, "eps": 1e-3}
+    rebuilt = layer_from_config(layer.config())
+    assert isinstance(rebuilt, BatchNorm) and rebuilt.config() == layer.config()
