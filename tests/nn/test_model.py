@@ -66,6 +66,7 @@ def test_parse_spec_errors_raise_config_error(spec):
     {"spec": "784-10", "activation": "softmax"}, {"spec": "784-10", "activation": "swish"},
     {"spec": "784-10", "output_activation": "relu"}, {"spec": "784-10", "dropout": 1.0},
     {"spec": "784-10", "init": "zeros"}, {"spec": [784]}, {"spec": [784, 0, 10]}, {"spec": ["a", 10]},
+    {"spec": "784-10", "dropout": "lots"}, {"spec": "784-10", "activation": None},
 ])
 def test_from_spec_rejects_bad_arguments(kwargs):
     spec = kwargs.pop("spec")

@@ -132,7 +132,10 @@ class Sequential:
             if output_activation not in OUTPUT_ACTIVATIONS:
                 raise ConfigError(f"output activation must be {' or '.join(OUTPUT_ACTIVATIONS)} "
                                   f"(or none for logits), got {output_activation!r}")
-        dropout = float(dropout)
+        try:
+            dropout = float(dropout)
+        except (TypeError, ValueError):
+            raise ConfigError(f"dropout rate must be a number, got {dropout!r}") from None
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"dropout rate must be in [0, 1), got {dropout}")
         rng = rng if rng is not None else np.random.default_rng(0)
