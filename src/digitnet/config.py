@@ -41,7 +41,7 @@ class TrainConfig:
     optimizer: str = "sgd"
     lr: float = 0.1
     momentum: float | None = None
-    weight_decay: float = 0.0
+    weight_decay: float | None = None            # None: the optimizer's default (AdamW 0.01, else 0)
     epochs: int = 10
     batch_size: int = 128
     schedule: str = "constant"
@@ -90,7 +90,8 @@ class TrainConfig:
             (self.lr > 0 and math.isfinite(self.lr), f"learning rate must be > 0, got {self.lr}"),
             (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
             (0 <= self.val_split < 1, f"validation split must be in [0, 1), got {self.val_split}"),
-            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
+            (self.weight_decay is None or self.weight_decay >= 0,
+             f"weight decay must be >= 0, got {self.weight_decay}"),
             (self.limit_train is None or self.limit_train >= 1, "limit_train must be >= 1"),
             (self.on_divergence in ("stop", "reduce-lr"), "on_divergence must be 'stop' or 'reduce-lr'"),
             (self.arch is not None or self.layers is not None, "give an architecture (arch or layers)"),
