@@ -41,13 +41,13 @@ def _print_rows(rows, as_json: bool) -> None:
         if as_json:
             print_json(row)
             continue
+        if "number" in row:  # --digits: a number has no top-3 of its own
+            print(f"{row['input']}: number {row['number']}  (digits: " + ", ".join(
+                f"{d['class']} {d['confidence'] * 100:.0f}%" for d in row["digits"]) + ")")
+            continue
         where = row["input"] + (f"[{row['index']}]" if "index" in row else "")
         tops = ", ".join(f"{t['class']} {t['probability'] * 100:.1f}%" for t in row["top3"])
-        text = f"{where}: {row['class']} ({row['confidence'] * 100:.1f}%)  top-3: {tops}"
-        if "number" in row:
-            text = f"{row['input']}: number {row['number']}  (digits: " + ", ".join(
-                f"{d['class']} {d['confidence'] * 100:.0f}%" for d in row["digits"]) + ")"
-        print(text)
+        print(f"{where}: {row['class']} ({row['confidence'] * 100:.1f}%)  top-3: {tops}")
 
 
 def run(args) -> int:
