@@ -41,24 +41,38 @@ def files(tmp_path_factory):
 def test_predict_images_single_digits(loaded, files):
     folder, labels = files
     results = predict_images(loaded, str(folder / "digit*.jpg"))
-    assert [r["class_name"] for r in results] == labels
+    assert [r["class"] for r in results] == labels
+    assert [r["input"] for r in results] == [str(folder / f"digit{k}.jpg") for k in range(3)]
+    json.dumps(results)  # JSON-ready: what `digitnet predict --json` prints
     for result in results:
-        assert result["image"].shape == (28, 28) and result["image"].dtype == np.uint8
+        assert set(result) == {"input", "label", "class", "confidence", "top3", "probabilities"}
         assert len(result["probabilities"]) == 10
         assert abs(sum(result["probabilities"]) - 1) < 1e-4
         assert result["confidence"] == max(result["probabilities"])
-        assert [t["label"] for t in result["top"]][0] == result["label"]
-        assert len(result["top"]) == 3
-        assert result["top"][0]["probability"] >= result["top"][1]["probability"] >= result["top"][2]["probability"]
-        assert max(result["original"].shape) <= 160
+        assert result["top3"][0] == {"label": result["label"], "class": result["class"],
+                                     "probability": result["confidence"]}
+        assert len(result["top3"]) == 3
+        assert result["top3"][0]["probability"] >= result["top3"][1]["probability"] >= \
+            result["top3"][2]["probability"]
+
+
+def test_keep_images(loaded, files):
+    folder, _ = files
+    (row,) = predict_images(loaded, folder / "digit0.jpg", keep_images=True)
+    assert row["image"].shape == (28, 28) and row["image"].dtype == np.uint8 and row["image"].max() == 255
+    assert max(row["original"].shape) <= 160
+    assert row["classes"] == [str(d) for d in range(10)]
 
 
 def test_predict_images_digits_mode(loaded, files):
     folder, labels = files
     (result,) = predict_images(loaded, folder / "number.png", digits=True)
     assert result["number"] == "".join(labels)
-    assert len(result["digits"]) == 3
+    assert [d["class"] for d in result["digits"]] == labels
     assert result["confidence"] == pytest.approx(np.prod([d["confidence"] for d in result["digits"]]))
+    json.dumps(result)
+    (kept,) = predict_images(loaded, folder / "number.png", digits=True, keep_images=True)
+    assert all(d["image"].shape == (28, 28) for d in kept["digits"])
     text, probabilities = read_number(loaded, folder / "number.png")
     assert text == "".join(labels) and probabilities.shape == (3, 10)
 
@@ -73,6 +87,7 @@ def test_errors_raise_or_are_recorded(loaded, files, tmp_path):
         predict_images(loaded, [bad])
     results = predict_images(loaded, [folder / "digit0.jpg", bad, blank], on_error="record")
     assert "label" in results[0]
+    assert results[1]["input"] == str(bad)
     assert "bad.png" in results[1]["error"] and "not a PNG" in results[1]["error"]
     assert "blank.png" in results[2]["error"] and "no ink" in results[2]["error"]
     with pytest.raises(ConfigError):
@@ -81,24 +96,25 @@ def test_errors_raise_or_are_recorded(loaded, files, tmp_path):
 
 def test_results_to_json_drops_arrays(loaded, files):
     folder, _ = files
-    results = predict_images(loaded, [folder / "digit0.jpg", folder / "number.png"])
-    text = json.dumps(results_to_json(results))
-    document = json.loads(text)
+    rows = predict_images(loaded, [folder / "digit0.jpg", folder / "number.png"], keep_images=True)
+    document = json.loads(json.dumps(results_to_json(rows)))
     assert "image" not in document[0] and "original" not in document[0] and "classes" not in document[0]
-    assert document[0]["class_name"] == "7"
-    digits = results_to_json(predict_images(loaded, folder / "number.png", digits=True))
-    assert all("image" not in d for d in digits[0]["digits"])
+    assert document[0]["class"] == "7"
 
 
-def test_save_show_png(loaded, files, tmp_path):
+def test_show_png(loaded, files, tmp_path):
     folder, _ = files
-    results = predict_images(loaded, folder / "digit*.jpg")
-    results += predict_images(loaded, folder / "number.png", digits=True)
-    results.append({"file": "broken.png", "error": "broken.png is not a PNG, JPEG, BMP, GIF or WebP image"})
-    out = save_show_png(results, tmp_path / "show.png")
+    out = tmp_path / "show.png"
+    rows = predict_images(loaded, folder / "digit*.jpg", show=out)
+    assert len(rows) == 3 and "image" not in rows[0]
     with Image.open(out) as image:
-        assert image.format == "PNG"
-        assert image.width > 400 and image.height > 4 * 150
+        assert image.format == "PNG" and image.height > 3 * 150
+    rows = predict_images(loaded, folder / "digit*.jpg", keep_images=True)
+    rows += predict_images(loaded, folder / "number.png", digits=True, keep_images=True)
+    rows.append({"input": "broken.png", "error": "broken.png is not a PNG, JPEG, BMP, GIF or WebP image"})
+    mixed = save_show_png(rows, tmp_path / "mixed.png")
+    with Image.open(mixed) as image:
+        assert image.width > 400 and image.height > 5 * 150
     with pytest.raises(ConfigError):
         save_show_png([], tmp_path / "none.png")
 

@@ -40,15 +40,19 @@ def classify(loaded, images: np.ndarray) -> np.ndarray:
 
 
 def describe(probabilities: np.ndarray, classes: list[str], top: int = 3) -> dict[str, Any]:
-    """One image's probabilities ``[K]`` -> label, class name, confidence, top-k and all of them."""
+    """One image's probabilities ``[K]`` -> ``label, class, confidence, top3, probabilities``.
+
+    The same keys as :func:`digitnet.predict.describe_predictions` (``top3`` holds the ``top``
+    most likely as ``{label, class, probability}``), plus every class's probability.
+    """
     order = np.argsort(-probabilities, kind="stable")
     label = int(order[0])
     return {
         "label": label,
-        "class_name": classes[label],
+        "class": classes[label],
         "confidence": float(probabilities[label]),
-        "top": [{"label": int(k), "class_name": classes[int(k)], "probability": float(probabilities[k])}
-                for k in order[:top]],
+        "top3": [{"label": int(k), "class": classes[int(k)], "probability": float(probabilities[k])}
+                 for k in order[:top]],
         "probabilities": [float(p) for p in probabilities],
     }
 
@@ -78,69 +82,75 @@ def _thumbnail(gray: np.ndarray) -> np.ndarray:
 
 
 def predict_image(loaded, source, *, digits: bool = False, top: int = 3) -> dict[str, Any]:
-    """Predict one image (path, bytes or array); see :func:`predict_images` for the result."""
+    """Predict one image (path, bytes or array); the row keeps its images (see :func:`predict_images`)."""
     _, classes = _parts(loaded)
-    gray = as_gray(source)  # decodes files (ImageError names the file), reduces big photos
     name = str(source) if isinstance(source, (str, os.PathLike)) else "<image>"
+    gray = as_gray(source)  # decodes files (ImageError names the file), reduces big photos
     try:
-        if digits:
-            parts = split_digits(gray)
-        else:
-            parts = [preprocess(gray)]
+        parts = split_digits(gray) if digits else [preprocess(gray)]
     except ImageError as exc:
         if name == "<image>":
             raise
         raise ImageError(f"{name}: {exc}") from None
     probabilities = classify(loaded, np.stack(parts))
-    result: dict[str, Any] = {"file": name, "classes": classes,
-                              "original": _thumbnail(np.asarray(gray, dtype=np.uint8))}
+    row: dict[str, Any] = {"input": name}
     if digits:
-        per_digit = [dict(describe(p, classes, top), image=image) for p, image in zip(probabilities, parts,
-                                                                                     strict=True)]
-        result["number"] = join_labels([d["class_name"] for d in per_digit])
+        per_digit = [dict(describe(p, classes, top), image=image)
+                     for p, image in zip(probabilities, parts, strict=True)]
+        row["number"] = join_labels([d["class"] for d in per_digit])
         # the chance that every digit is right, if the digits' errors were independent
-        result["confidence"] = float(np.prod([d["confidence"] for d in per_digit]))
-        result["digits"] = per_digit
+        row["confidence"] = float(np.prod([d["confidence"] for d in per_digit]))
+        row["digits"] = per_digit
     else:
-        result.update(describe(probabilities[0], classes, top))
-        result["image"] = parts[0]
-    return result
+        row.update(describe(probabilities[0], classes, top))
+        row["image"] = parts[0]
+    row["original"] = _thumbnail(gray)
+    row["classes"] = classes
+    return row
 
 
-def predict_images(loaded, sources, *, digits: bool = False, top: int = 3,
-                   on_error: str = "raise") -> list[dict[str, Any]]:
+def predict_images(loaded, sources, *, digits: bool = False, top: int = 3, on_error: str = "raise",
+                   show: str | os.PathLike | None = None, keep_images: bool = False) -> list[dict[str, Any]]:
     """Predict image files named by paths, folders or globs (see ``expand_image_paths``).
 
     Args:
         loaded: a :class:`~digitnet.io.LoadedModel` (class names from its file) or a Sequential.
         sources: a path, folder, glob, or a list of them.
         digits: read each image as a row of digits (a number) instead of one digit.
-        top: how many of the most likely classes to list.
-        on_error: "raise" stops at the first unreadable image; "record" puts ``{"file", "error"}``
+        top: how many of the most likely classes ``top3`` lists.
+        on_error: "raise" stops at the first unreadable image; "record" puts ``{"input", "error"}``
             in the results and goes on.
+        show: also save a picture of the results there (:func:`save_show_png`).
+        keep_images: keep the numpy images in the rows (``image``, ``original``, ``classes``).
 
     Returns:
-        One dict per file. One digit: ``file, label, class_name, confidence, top`` (list of
-        ``{label, class_name, probability}``), ``probabilities`` (K floats), ``image`` (uint8
-        ``[28, 28]``: what the network saw), ``original`` (a grayscale thumbnail) and ``classes``.
-        With ``digits``: ``file, number, confidence, digits`` (a list of the one-digit fields per
-        digit), ``original`` and ``classes``.
+        One JSON-ready dict per file. One digit: ``input, label, class, confidence, top3`` (a list
+        of ``{label, class, probability}``) and ``probabilities`` (K floats). With ``digits``:
+        ``input, number, confidence`` (the product of the digits' confidences) and ``digits`` (the
+        one-digit fields of each digit, left to right). With ``keep_images`` also ``image`` (uint8
+        ``[28, 28]``: what the network saw, per digit with ``digits``), ``original`` (a grayscale
+        thumbnail) and ``classes``.
+
+    Raises:
+        ImageError: an unreadable image or one without ink (with ``on_error="raise"``).
     """
     if on_error not in ("raise", "record"):
         raise ConfigError(f"on_error must be 'raise' or 'record', got {on_error!r}")
-    results = []
+    rows = []
     for path in expand_image_paths(sources):
         try:
-            results.append(predict_image(loaded, path, digits=digits, top=top))
+            rows.append(predict_image(loaded, path, digits=digits, top=top))
         except ImageError as exc:
             if on_error == "raise":
                 raise
-            results.append({"file": str(path), "error": str(exc)})
-    return results
+            rows.append({"input": str(path), "error": str(exc)})
+    if show is not None:
+        save_show_png(rows, show)
+    return rows if keep_images else results_to_json(rows)
 
 
 def results_to_json(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The results without their image arrays (for ``--json``): plain JSON-serialisable dicts."""
+    """The rows without their image arrays and class list: plain JSON-serialisable dicts."""
     def clean(value):
         if isinstance(value, dict):
             return {k: clean(v) for k, v in value.items() if k not in ("image", "original", "classes")}
@@ -152,8 +162,9 @@ def results_to_json(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def save_show_png(results: list[dict[str, Any]], path: str | os.PathLike, *, max_rows: int = 12) -> Path:
-    """Draw each result as a row: the original image, what the network saw (28x28), the probabilities.
+    """Draw each row: the original image, what the network saw (28x28), the probabilities.
 
+    ``results`` are rows of :func:`predict_image` (or ``predict_images(..., keep_images=True)``).
     For a number (``digits=True``) the row shows each digit's 28x28 with its reading. Results with
     an ``error`` show the message. At most ``max_rows`` rows; written atomically as PNG.
     """
@@ -171,7 +182,7 @@ def save_show_png(results: list[dict[str, Any]], path: str | os.PathLike, *, max
     figure = plt.figure(figsize=(2.2 * columns, 2.3 * len(shown)), dpi=100)
     grid = figure.add_gridspec(len(shown), columns, wspace=0.35, hspace=0.55)
     for row, result in enumerate(shown):
-        title = Path(result["file"]).name
+        title = Path(result["input"]).name
         original = figure.add_subplot(grid[row, 0])
         original.set_axis_off()
         if "error" in result:
@@ -183,7 +194,7 @@ def save_show_png(results: list[dict[str, Any]], path: str | os.PathLike, *, max
             for k, digit in enumerate(result["digits"]):
                 axis = figure.add_subplot(grid[row, 1 + k])
                 axis.imshow(digit["image"], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-                axis.set_title(f"{digit['class_name']} ({digit['confidence']:.0%})", fontsize=9)
+                axis.set_title(f"{digit['class']} ({digit['confidence']:.0%})", fontsize=9)
                 axis.set_xticks([])
                 axis.set_yticks([])
             original.set_title(f"{title}\nread: {result['number']} ({result['confidence']:.0%})", fontsize=8)
@@ -201,7 +212,7 @@ def save_show_png(results: list[dict[str, Any]], path: str | os.PathLike, *, max
         bars.set_yticklabels(_class_names(result, len(probabilities)), fontsize=7)
         bars.invert_yaxis()
         bars.set_xlim(0, 1)
-        bars.set_title(f"{result['class_name']} ({result['confidence']:.1%})", fontsize=9)
+        bars.set_title(f"{result['class']} ({result['confidence']:.1%})", fontsize=9)
         bars.tick_params(axis="x", labelsize=7)
     if len(results) > max_rows:
         figure.suptitle(f"first {max_rows} of {len(results)} images", fontsize=9)

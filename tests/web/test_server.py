@@ -66,7 +66,7 @@ def test_page_static_files_and_openapi(client):
 
 
 def check_seven(result, model) -> None:
-    assert result["label"] == 7 and result["class_name"] == "7"
+    assert result["label"] == 7 and result["class"] == "7"
     assert result["confidence"] == max(result["probabilities"]) > 0.5
     assert sum(result["probabilities"]) == pytest.approx(1, abs=1e-4)
     image = np.array(result["image"], dtype=np.uint8)
@@ -203,3 +203,24 @@ def test_create_app_refuses_a_bad_model_file(tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.raises(ModelFileError):
         create_app(bad)
+
+
+FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+           "Ankle boot"]
+
+
+def test_class_names_come_from_the_model_file(loaded_model, tmp_path, seven):
+    """A model saved with Fashion-MNIST's classes answers with garment names (same weights here)."""
+    from fastapi.testclient import TestClient
+
+    from digitnet.io import load_model, save_model
+    from digitnet.web.server import create_app
+
+    path = save_model(tmp_path / "fashion.safetensors", loaded_model.model, classes=FASHION,
+                      dataset="fashion-mnist")
+    with TestClient(create_app(load_model(path))) as fashion_client:
+        assert fashion_client.get("/api/model").json()["classes"] == FASHION
+        result = fashion_client.post("/api/predict", json={"pixels": seven.tolist()}).json()
+    assert result["class"] == FASHION[7] == "Sneaker"
+    assert result["classes"] == FASHION
+    assert [entry["class"] for entry in result["top3"]][0] == "Sneaker"

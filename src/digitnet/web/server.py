@@ -179,7 +179,7 @@ def predict_payload(loaded, payload: dict[str, Any], digits: bool = False) -> di
     if digits:
         per_digit = [dict(describe(p, classes), image=image.tolist()) for p, image in zip(probabilities, parts,
                                                                                          strict=True)]
-        result = {"number": join_labels([d["class_name"] for d in per_digit]),
+        result = {"number": join_labels([d["class"] for d in per_digit]),
                   "confidence": float(np.prod([d["confidence"] for d in per_digit])),
                   "digits": per_digit}
     else:

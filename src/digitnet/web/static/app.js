@@ -144,7 +144,8 @@
   }
 
   function showResult(result) {
-    $("prediction-label").textContent = result.class_name;
+    $("prediction-label").textContent = result["class"];
+    $("prediction-label").classList.toggle("long", result["class"].length > 3);  // garment names
     $("prediction-confidence").textContent = (100 * result.confidence).toFixed(1) + "% sure";
     showProbabilities(result.probabilities, result.label);
     showInput(result.image);
