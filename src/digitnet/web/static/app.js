@@ -164,7 +164,7 @@
   }
 
   // ---- prediction requests: one at a time, the latest drawing wins ------------------------------
-  let inFlight = false, pending = null, timer = null;
+  let inFlight = false, pending = null, timer = null, encoding = 0;
 
   async function send(body, contentType) {
     if (inFlight) { pending = [body, contentType]; return; }
@@ -195,7 +195,11 @@
     clearTimeout(timer);
     timer = null;
     if (!hasInk) return;
-    canvas.toBlob((blob) => { if (blob) send(blob, "image/png"); }, "image/png");
+    encoding += 1;  // toBlob is asynchronous: the request starts in its callback
+    canvas.toBlob((blob) => {
+      encoding -= 1;
+      if (blob) send(blob, "image/png");
+    }, "image/png");
   }
 
   function schedulePrediction() {
@@ -286,7 +290,7 @@
   });
 
   // for tests and scripts: whether a prediction is still on its way
-  window.digitnet = { get busy() { return inFlight || pending !== null || timer !== null; } };
+  window.digitnet = { get busy() { return inFlight || pending !== null || timer !== null || encoding > 0; } };
 
   $("clear").addEventListener("click", clearCanvas);
   $("pen-width").addEventListener("input", () => { $("pen-width-value").textContent = $("pen-width").value; });
