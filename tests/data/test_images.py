@@ -260,11 +260,18 @@ def test_size_limits():
         load_image(data, max_pixels=100)
 
 
+def _dots() -> np.ndarray:
+    image = np.full((100, 100), 255, dtype=np.uint8)
+    image[[20, 50, 80, 60], [30, 70, 15, 40]] = 0
+    return image
+
+
 @pytest.mark.parametrize("image", [
     np.full((100, 100), 255, dtype=np.uint8),  # blank white
     np.zeros((100, 100), dtype=np.uint8),  # blank black
     np.full((100, 100), 128, dtype=np.uint8),
     np.clip(np.random.default_rng(0).normal(200, 4, (100, 100)), 0, 255).astype(np.uint8),  # paper noise
+    _dots(),  # nothing but lone black pixels: specks, not a digit
 ])
 def test_no_ink_raises_image_error(image):
     with pytest.raises(ImageError, match="no ink"):

@@ -53,7 +53,7 @@ FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
 #: larger images are reduced to this longer side before the ink is searched (speed; the digit
 #: ends up 20 pixels tall anyway)
-WORK_MAX_SIDE = 1000
+WORK_MAX_SIDE = 800
 
 SIZE = 28  # output field
 BOX = 20  # the digit's longer side inside it
@@ -200,7 +200,7 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
 
 # -- connected components ---------------------------------------------------------------------------
 
-def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+def label_components(mask: np.ndarray, with_stats: bool = False) -> tuple:
     """8-connected components of a boolean mask ``[H, W]``.
 
     Works on runs (horizontal stretches of ink): a run in row ``r`` touches a run in row ``r-1``
@@ -209,7 +209,9 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     has one root (vectorised union-find, a handful of rounds).
 
     Returns:
-        labels int32 ``[H, W]`` (0 = background, 1..n in order of the first pixel, row-major) and n.
+        labels int32 ``[H, W]`` (0 = background, 1..n in order of the first pixel, row-major) and n;
+        with ``with_stats`` also each component's area (pixels, int ``[n]``) and box (top, bottom,
+        left, right inclusive, int ``[n, 4]``), computed from the runs.
     """
     height, width = mask.shape
     padded = np.zeros((height, width + 2), dtype=np.int8)
@@ -220,7 +222,7 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     labels = np.zeros((height, width), dtype=np.int32)
     n_runs = len(run_rows)
     if n_runs == 0:
-        return labels, 0
+        return (labels, 0, np.zeros(0, np.int64), np.zeros((0, 4), np.int64)) if with_stats else (labels, 0)
     stride = width + 2  # keys row*stride + column sort runs row-major
     stop_keys = run_rows * stride + run_stops
     start_keys = run_rows * stride + run_starts
@@ -252,7 +254,19 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     pixel_cols = np.repeat(run_starts, lengths) + (np.arange(lengths.sum())
                                                    - np.repeat(np.cumsum(lengths) - lengths, lengths))
     labels[pixel_rows, pixel_cols] = np.repeat(run_label, lengths)
-    return labels, int(run_label.max())
+    count = int(run_label.max())
+    if not with_stats:
+        return labels, count
+    which = run_label - 1
+    areas = np.bincount(which, weights=lengths, minlength=count).astype(np.int64)
+    boxes = np.empty((count, 4), dtype=np.int64)
+    boxes[:, 0], boxes[:, 2] = height, width
+    boxes[:, 1] = boxes[:, 3] = -1
+    np.minimum.at(boxes[:, 0], which, run_rows)
+    np.maximum.at(boxes[:, 1], which, run_rows)
+    np.minimum.at(boxes[:, 2], which, run_starts)
+    np.maximum.at(boxes[:, 3], which, run_stops - 1)
+    return labels, count, areas, boxes
 
 
 @dataclass
@@ -333,10 +347,8 @@ def find_ink(image, *, invert: bool | None = None) -> Ink:
             < MIN_CONTRAST:
         raise ImageError("no ink found: the image is blank or has too little contrast")
 
-    labels, count = label_components(mask)
+    labels, count, areas, boxes = label_components(mask, with_stats=True)
     ids = np.arange(1, count + 1)
-    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    boxes = _boxes(labels, count)
     keep = areas >= max(2, SPECK_FRACTION * areas.max())
     if uneven:
         touching = ((boxes[:, 0] == 0) | (boxes[:, 1] == height - 1)
@@ -344,15 +356,23 @@ def find_ink(image, *, invert: bool | None = None) -> Ink:
         inner = keep & ~touching
         if inner.any():
             keep = inner & (areas >= SPECK_FRACTION * areas[inner].max())
+    if not keep.any():
+        raise ImageError("no ink found: only isolated specks")
     ids, areas, boxes = ids[keep], areas[keep], boxes[keep]
     kept = np.zeros(count + 1, dtype=bool)
     kept[ids] = True
-    labels = np.where(kept[labels], labels, 0).astype(np.int32)
+    # only the box around the kept ink (plus a pixel) needs any more work
+    rows = slice(max(int(boxes[:, 0].min()) - 1, 0), int(boxes[:, 1].max()) + 2)
+    cols = slice(max(int(boxes[:, 2].min()) - 1, 0), int(boxes[:, 3].max()) + 2)
+    region = labels[rows, cols]
+    region = np.where(kept[region], region, 0).astype(np.int32)
+    labels = np.zeros_like(labels)
+    labels[rows, cols] = region
 
     # full ink = the 90th percentile of the ink pixels; keep a 1-pixel anti-aliased fringe
-    full = float(np.percentile(ink[labels > 0], 90))
-    level = np.clip(ink / max(full, 1.0), 0, 1).astype(np.float32)
-    level *= _dilate(labels > 0)
+    full = float(np.percentile(ink[rows, cols][region > 0], 90))
+    level = np.zeros(ink.shape, dtype=np.float32)
+    level[rows, cols] = np.clip(ink[rows, cols] / max(full, 1.0), 0, 1) * _dilate(region > 0)
     return Ink(ink=level, labels=labels, boxes=boxes, areas=areas, ids=ids)
 
 
@@ -360,28 +380,14 @@ def _background(ink: np.ndarray, blocks: int = 8) -> np.ndarray:
     """A smooth background estimate ``[H, W]``: the 30th percentile of each of ``blocks x blocks``
     cells (ink is a minority in almost every cell), bilinearly interpolated."""
     height, width = ink.shape
-    # every 2nd-4th pixel is plenty for a percentile, and keeps this a few milliseconds
-    step = max(1, min(height, width) // (blocks * 32))
+    # about 16x16 samples per cell are plenty for a percentile, and keep this a few milliseconds
+    step = max(1, min(height, width) // (blocks * 16))
     sample = ink[::step, ::step]
     cell_h, cell_w = sample.shape[0] // blocks, sample.shape[1] // blocks
     cells = sample[:cell_h * blocks, :cell_w * blocks].reshape(blocks, cell_h, blocks, cell_w)
     grid = np.percentile(cells.transpose(0, 2, 1, 3).reshape(blocks, blocks, -1), 30, axis=2)
     smooth = Image.fromarray(grid.astype(np.float32)).resize((width, height), Image.Resampling.BILINEAR)
     return np.asarray(smooth, dtype=np.float32)
-
-
-def _boxes(labels: np.ndarray, count: int) -> np.ndarray:
-    """int ``[count, 4]``: top, bottom, left, right (inclusive) of labels 1..count."""
-    rows, cols = np.nonzero(labels)
-    which = labels[rows, cols] - 1
-    boxes = np.empty((count, 4), dtype=np.int64)
-    boxes[:, 0], boxes[:, 2] = labels.shape
-    boxes[:, 1] = boxes[:, 3] = -1
-    np.minimum.at(boxes[:, 0], which, rows)
-    np.maximum.at(boxes[:, 1], which, rows)
-    np.minimum.at(boxes[:, 2], which, cols)
-    np.maximum.at(boxes[:, 3], which, cols)
-    return boxes
 
 
 def _dilate(values: np.ndarray, times: int = 1) -> np.ndarray:

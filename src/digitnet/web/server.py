@@ -41,7 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from digitnet import __version__
 from digitnet.data.batches import images_to_inputs
-from digitnet.data.images import load_image, preprocess
+from digitnet.data.images import WORK_MAX_SIDE, load_image, preprocess
 from digitnet.errors import DigitnetError, ImageError
 from digitnet.handwriting import classify, describe, join_labels
 
@@ -168,7 +168,7 @@ def predict_payload(loaded, payload: dict[str, Any], digits: bool = False) -> di
             raise RequestError(422, "digits=true needs an image, not a 28x28 pixel array")
     else:
         gray = load_image(payload["image"], max_pixels=MAX_UPLOAD_PIXELS, max_bytes=MAX_UPLOAD_BYTES,
-                          max_side=1000, name="the uploaded image")
+                          max_side=WORK_MAX_SIDE, name="the uploaded image")
         if digits:
             from digitnet.data.images import split_digits
 
