@@ -308,6 +308,9 @@ def _parse(stream: _Inflater | _RawReader, name: str, compressed_size: int | Non
                         f"{kind}bytes, the file has {4 + len(dims_bytes)}")
     dims = struct.unpack(f">{ndim}I", dims_bytes)
     dtype = IDX_DTYPES[code]
+    if math.prod(d for d in dims if d) * dtype.itemsize >= 2**63:
+        # NumPy cannot even describe such a shape (not even with a zero in it: an empty array)
+        raise DataError(f"{name}: IDX header declares an impossible shape {dims}")
     header_len = 4 + 4 * ndim
     expected = header_len + math.prod(dims) * dtype.itemsize
 
