@@ -31,6 +31,7 @@ import math
 import os
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -185,8 +186,45 @@ def _load_idx_folder(folder: Path, split: str) -> Dataset:
 # ----------------------------------------------------------------------------------------- npz
 
 
+#: deflate expands data at most ~1032 times; a zip member claiming more is corrupt (or a zip bomb)
+_MAX_DEFLATE_RATIO = 1032
+
+
+def _check_npy_sizes(path: Path) -> None:
+    """Refuse a .npy member whose header claims more bytes than the member holds.
+
+    ``np.load`` allocates the array a header claims before reading any data, so a 1 KB file
+    claiming shape (10**9, 784) would otherwise ask for 784 GB (MemoryError, or gigabytes of
+    address space). The member's uncompressed size is bounded by its compressed size first.
+    """
+    from numpy.lib import format as npy
+
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            where = f"{path} [{info.filename}]"
+            ratio = 1 if info.compress_type == zipfile.ZIP_STORED else _MAX_DEFLATE_RATIO
+            if info.file_size > info.compress_size * ratio + 1024:
+                raise DataError(f"{where}: claims {info.file_size:,} bytes from {info.compress_size:,} "
+                                "compressed: corrupt file")
+            with archive.open(info) as member:
+                version = npy.read_magic(member)
+                if version == (1, 0):
+                    shape, _, dtype = npy.read_array_header_1_0(member)
+                elif version == (2, 0):
+                    shape, _, dtype = npy.read_array_header_2_0(member)
+                else:
+                    raise DataError(f"{where}: unsupported .npy format version {version}")
+            claimed = math.prod(shape) * dtype.itemsize
+            if claimed > info.file_size:
+                raise DataError(f"{where}: the header claims shape {shape} of {dtype} ({claimed:,} bytes) but "
+                                f"the file holds {info.file_size:,} bytes: truncated or corrupt")
+
+
 def _load_npz(path: Path, split: str) -> Dataset:
     try:
+        _check_npy_sizes(path)
         with np.load(path, allow_pickle=False) as archive:
             keys = list(archive.files)
             pairs = [(f"x_{split}", f"y_{split}"), ("images", "labels"), ("x", "y")]
@@ -200,8 +238,11 @@ def _load_npz(path: Path, split: str) -> Dataset:
                                 f"(Keras layout) or images/labels, found {keys}")
     except DataError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        # ValueError includes "Object arrays cannot be loaded when allow_pickle=False".
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, zlib.error, NotImplementedError,
+            RuntimeError) as exc:
+        # ValueError includes "Object arrays cannot be loaded when allow_pickle=False"; zlib.error a
+        # corrupt deflate stream; NotImplementedError an unknown compression method; RuntimeError
+        # an encrypted member.
         raise DataError(f"{path}: cannot read as .npz: {exc}") from None
     name = f"{path.name}:{split}" if x_key.startswith("x_") else path.name
     images = _as_pixels(images, f"{path} [{x_key}]")
