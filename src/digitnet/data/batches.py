@@ -7,9 +7,12 @@ from an explicit :class:`numpy.random.Generator`, which makes every epoch reprod
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
+
+from digitnet.errors import DataError
 
 SCALE = np.float32(1.0 / 255.0)
 
@@ -33,7 +36,12 @@ def images_to_inputs(images: np.ndarray, input_shape: tuple[int, ...]) -> np.nda
     ``input_shape`` is one sample's shape as the model expects it: ``(H*W,)`` gives ``[N, H*W]``
     (MLP), ``(1, H, W)`` gives ``[N, 1, H, W]`` (CNN, NCHW).
     """
-    x = to_float(np.asarray(images))
+    images = np.asarray(images)
+    if math.prod(images.shape[1:]) != math.prod(input_shape):
+        size = "x".join(str(d) for d in images.shape[1:])
+        raise DataError(f"images of {size} pixels do not fit a model whose input is "
+                        f"{'x'.join(str(d) for d in input_shape)} (MNIST models read 28x28 images)")
+    x = to_float(images)
     return x.reshape(len(x), *input_shape)
 
 
