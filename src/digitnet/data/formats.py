@@ -303,7 +303,11 @@ def _load_zip_csv(path: Path, split: str | None) -> Dataset:
         with zipfile.ZipFile(path) as archive:
             return archive.open(member)  # type: ignore[return-value]
 
-    return read_csv(opener, name=f"{path.name}:{member}", source=f"{path} [{member}]")
+    try:
+        return read_csv(opener, name=f"{path.name}:{member}", source=f"{path} [{member}]")
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
+        # a damaged zip shows up only while the member is read (bad CRC, corrupt deflate, bad offsets)
+        raise DataError(f"{path}: cannot read {member} from the zip: {exc}") from None
 
 
 def _is_int_token(token: bytes) -> bool:
