@@ -145,6 +145,21 @@ def test_photo_of_paper_with_shadow_and_noise(model, digits):
     assert (predict(model, outputs) == labels[:20]).mean() >= 0.9
 
 
+def test_sheet_of_paper_on_a_dark_table(model, digits):
+    """The border is table, not paper: the image's median (the paper) decides the polarity and the
+    table, touching the edges, is dropped."""
+    images, labels = digits
+    rng = np.random.default_rng(1)
+    outputs = []
+    for digit in images[:20]:
+        photo = np.full((500, 500), 45.0)  # dark table
+        photo[30:470, 50:460] = 205  # the sheet: 72% of the frame
+        photo[100:400, 105:405] *= 1 - 0.75 * render(digit, canvas=300, digit_size=180, invert=False) / 255.0
+        photo += rng.normal(0, 5, photo.shape)
+        outputs.append(preprocess(load_image(encode(np.clip(photo, 0, 255).astype(np.uint8), "JPEG"))))
+    assert (predict(model, outputs) == labels[:20]).mean() >= 0.85
+
+
 def test_specks_are_removed():
     image = np.full((200, 200), 255, dtype=np.uint8)
     image[40:160, 95:105] = 0  # a "1"

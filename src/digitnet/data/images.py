@@ -11,7 +11,8 @@ that, so it is brought into the same form, step by step (the MNIST procedure):
    image is inverted, ``ink = 255 - g``, so that ink is bright, as in MNIST.
 3. **Background**: if the border is uneven (a shadow across a photo) the background level is
    estimated per block (a low percentile of each of 8x8 blocks, interpolated) and subtracted;
-   otherwise the border median is subtracted.
+   otherwise the border median is subtracted. If the border and the image's median differ
+   strongly (a sheet of paper on a dark table) the median, i.e. the paper, is the background.
 4. **Threshold** (Otsu): the level ``t`` that maximises the between-class variance
    ``w0(t) w1(t) (mu0(t) - mu1(t))^2`` of the histogram, raised above the noise of the background
    (median + 5 robust standard deviations). ``ink > t`` is the ink mask.
@@ -323,22 +324,33 @@ def find_ink(image, *, invert: bool | None = None) -> Ink:
     ring = max(1, min(height, width) // 50)
     border = np.concatenate([gray[:ring].ravel(), gray[-ring:].ravel(),
                              gray[:, :ring].ravel(), gray[:, -ring:].ravel()])
+    border_level = float(np.median(border))
+    overall_level = float(np.median(gray[::2, ::2]))
+    # a sheet of paper on a darker table: the border is table, most of the image is paper
+    framed = abs(overall_level - border_level) > 64
     if invert is None:
-        invert = float(np.median(border)) > 127.5
+        invert = (overall_level if framed else border_level) > 127.5
     ink = 255.0 - gray if invert else gray
     border = 255.0 - border if invert else border
     # uneven paper (a shadow) changes the border's level along a good part of it; a stroke that
     # touches the edge covers only a few percent of it, so the 10th-90th percentile ignores it
     low, high = np.percentile(border, [10, 90])
-    uneven = high - low > 24 and min(height, width) >= 32
-    if uneven:
+    uneven = not framed and high - low > 24 and min(height, width) >= 32
+    if framed:
+        ink = ink - float(np.median(ink[::2, ::2]))
+    elif uneven:
         ink = ink - _background(ink)
     else:
         ink = ink - float(np.median(border))
     np.clip(ink, 0, 255, out=ink)
 
-    # the border is background: its median and robust standard deviation are the paper's noise
-    border = np.concatenate([ink[:ring].ravel(), ink[-ring:].ravel(), ink[:, :ring].ravel(), ink[:, -ring:].ravel()])
+    # the background's median and robust standard deviation measure the paper's noise: from the
+    # border, or in a framed photo from the whole image (mostly paper)
+    if framed:
+        border = ink[::2, ::2].ravel()
+    else:
+        border = np.concatenate([ink[:ring].ravel(), ink[-ring:].ravel(), ink[:, :ring].ravel(),
+                                 ink[:, -ring:].ravel()])
     centre = float(np.median(border))
     spread = 1.4826 * float(np.median(np.abs(border - centre)))
     threshold = max(otsu_threshold(ink), centre + 5 * spread)
@@ -350,7 +362,7 @@ def find_ink(image, *, invert: bool | None = None) -> Ink:
     labels, count, areas, boxes = label_components(mask, with_stats=True)
     ids = np.arange(1, count + 1)
     keep = areas >= max(2, SPECK_FRACTION * areas.max())
-    if uneven:
+    if uneven or framed:
         touching = ((boxes[:, 0] == 0) | (boxes[:, 1] == height - 1)
                     | (boxes[:, 2] == 0) | (boxes[:, 3] == width - 1))
         inner = keep & ~touching
