@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 from digitnet.io import load_model
 from digitnet.predict import predict_proba_images
@@ -47,3 +48,46 @@ def test_predict_on_a_corrupt_file_is_a_clear_error(small_run, tmp_path):
     result = run_cli("predict", small_run, csv)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("digitnet predict: error:")
+
+
+def _digit_png(path, image, scale=8, invert=True):
+    """Save an MNIST digit as a big black-on-white PNG, as a user's drawing would look."""
+    from PIL import Image
+
+    big = Image.fromarray(255 - image if invert else image).resize((28 * scale, 28 * scale))
+    big.save(path)
+    return path
+
+
+def test_predict_images_folder_json_digits_and_show(small_run, mnist_test, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for i in range(3):
+        _digit_png(folder / f"d{i}.png", mnist_test.images[i])
+    result = run_cli("predict", small_run, folder, "--json")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [Path(r["input"]).name for r in rows] == ["d0.png", "d1.png", "d2.png"]
+    assert sum(r["label"] == int(mnist_test.labels[i]) for i, r in enumerate(rows)) >= 2
+    assert all(len(r["top3"]) == 3 for r in rows)
+
+    # a written number: three digits side by side on one white sheet
+    sheet = Image.new("L", (3 * 140, 160), 255)
+    for i in range(3):
+        sheet.paste(Image.fromarray(255 - mnist_test.images[i]).resize((112, 112)), (10 + 140 * i, 20))
+    sheet.save(tmp_path / "number.png")
+    show = tmp_path / "show.png"
+    result = run_cli("predict", small_run, tmp_path / "number.png", "--digits", "--show", show)
+    assert result.returncode == 0, result.stderr
+    assert "number" in result.stdout and f"saved: {show}" in result.stdout
+    with Image.open(show) as picture:
+        assert picture.format == "PNG" and picture.size[0] > 200
+
+
+def test_predict_on_a_non_image_file_is_a_clear_error(small_run, tmp_path):
+    fake = tmp_path / "fake.png"
+    fake.write_bytes(b"this is not a png")
+    result = run_cli("predict", small_run, fake)
+    assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from digitnet.cli.common import positive_int, print_json
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
 def register(subparsers) -> None:
