@@ -23,7 +23,7 @@ def draw_filters(kernels: np.ndarray, name: str = "layers.0.weights", count: int
     tiles = kernels[:shown].mean(axis=1)
     columns = min(shown, 8)
     rows = math.ceil(shown / columns)
-    fig = new_figure(1.3 * columns + 1.3, 1.4 * rows + 0.9)
+    fig = new_figure(max(1.3 * columns + 1.3, 5.0), 1.4 * rows + 1.2)
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
     limit = symmetric_limit(tiles, 100)
     image = None
@@ -34,7 +34,7 @@ def draw_filters(kernels: np.ndarray, name: str = "layers.0.weights", count: int
             ax.set_title(f"filter {j}", fontsize=8)
     fig.colorbar(image, ax=list(axes), shrink=0.7, label="weight")
     size = f"{kernels.shape[2]}x{kernels.shape[3]}"
-    fig.suptitle(f"Learned {size} filters of the first convolution ({name}, {shown} of {kernels.shape[0]})")
+    fig.suptitle(f"Learned {size} filters of the first convolution\n{name}, {shown} of {kernels.shape[0]}")
     return fig
 
 
@@ -47,7 +47,7 @@ def draw_feature_maps(stages, max_channels: int = 8, index: int | None = None):
         raise ValueError("the model has no layer that outputs feature maps [C, H, W]")
     columns = min(max_channels, max(s.values.shape[0] for s in maps))
     rows = len(maps) + 1
-    fig = new_figure(1.35 * columns + 2.6, 1.45 * rows + 0.6)
+    fig = new_figure(max(1.35 * columns + 2.6, 6.0), 1.45 * rows + 0.8)
     grid = fig.add_gridspec(rows, columns + 1, width_ratios=[2.2] + [1] * columns)
     image_ax = fig.add_subplot(grid[0, 0])
     image_ax.imshow(stages[0].values, cmap=DIGIT_CMAP, vmin=0, vmax=255)
@@ -72,5 +72,5 @@ def draw_feature_maps(stages, max_channels: int = 8, index: int | None = None):
             if r == 1:
                 ax.set_title(f"channel {c}", fontsize=8)
     title = "Feature maps layer by layer" + (f" for test image #{index}" if index is not None else "")
-    fig.suptitle(title + f" (first {columns} channels)")
+    fig.suptitle(title + f"\nfirst {columns} channels of each layer")
     return fig

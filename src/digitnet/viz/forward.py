@@ -33,7 +33,8 @@ def _as_picture(values: np.ndarray, max_channels: int = 8) -> np.ndarray:
 
 
 @drawing
-def draw_forward(stages, probs: np.ndarray, classes: list[str], label: int | None = None, index: int | None = None):
+def draw_forward(stages, probs: np.ndarray, classes: list[str], label: int | None = None, index: int | None = None,
+                 probs_title: str = "softmax probabilities"):
     """One image flowing through the network.
 
     Args:
@@ -41,6 +42,7 @@ def draw_forward(stages, probs: np.ndarray, classes: list[str], label: int | Non
         probs: the output probabilities ``[K]``.
         label: the true class, when known (its bar gets a black outline).
         index: the image's index in its dataset (for the title).
+        probs_title: what the bars are (softmax of logits, or normalised sigmoid outputs).
 
     Signed values (pre-activations, scores) use a blue-white-red scale centred on 0,
     non-negative activations a dark-to-yellow scale.
@@ -101,7 +103,7 @@ def draw_forward(stages, probs: np.ndarray, classes: list[str], label: int | Non
     for p, value in zip(positions, probs, strict=True):
         if value >= 0.005:
             bar_ax.text(value + 0.02, p, f"{value:.0%}", va="center", fontsize=8)
-    bar_ax.set_title("softmax probabilities")
+    bar_ax.set_title(probs_title)
     title = "Forward pass" + (f" of test image #{index}" if index is not None else "")
     title += f": predicted {classes[predicted]} ({probs[predicted]:.1%})"
     if label is not None:

@@ -114,7 +114,10 @@ def render_forward(source: PlotSource, options: PlotOptions):
     index = _image_index(source, options)
     stages = forward_trace(source.model, data.images[index])
     probs = source.predictions().probs[index]
-    return draw_forward(stages, probs, source.classes, label=int(data.labels[index]), index=index)
+    probs_title = {"logits": "softmax probabilities", "softmax": "softmax output",
+                   "sigmoid": "sigmoid outputs / their sum"}[source.model.output_kind]
+    return draw_forward(stages, probs, source.classes, label=int(data.labels[index]), index=index,
+                        probs_title=probs_title)
 
 
 def render_grad_norms(source: PlotSource, options: PlotOptions):

@@ -57,7 +57,7 @@ def draw_robustness(curves: dict, examples: dict[str, np.ndarray] | None = None)
         ax.grid(True)
         if key == "thickness":
             ax.set_xticks(levels)
-        ax.legend(loc="lower left")
+        ax.legend(loc="best")
         if examples:
             strip_ax = fig.add_subplot(grid[1, column])
             strip_ax.imshow(_strip(examples[key]), cmap=DIGIT_CMAP, vmin=0, vmax=255)

@@ -98,7 +98,7 @@ def draw_input_weights(weights: np.ndarray, count: int = 64, image_shape: tuple[
     shown = min(count, units)
     columns = min(shown, max(4, math.ceil(math.sqrt(shown))))
     rows = math.ceil(shown / columns)
-    fig = new_figure(1.15 * columns + 1.2, 1.15 * rows + 0.8)
+    fig = new_figure(max(1.15 * columns + 1.2, 5.0), 1.15 * rows + 1.0)
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
     limit = symmetric_limit(weights[:, :shown])
     image = None
@@ -109,5 +109,5 @@ def draw_input_weights(weights: np.ndarray, count: int = 64, image_shape: tuple[
             ax.set_title(f"unit {j}", fontsize=8)
     fig.colorbar(image, ax=list(axes), shrink=0.6, label="weight")
     shown_text = f"{shown} of {units} units" if shown < units else f"all {units} units"
-    fig.suptitle(f"What each first-layer neuron looks for ({name}, {shown_text})")
+    fig.suptitle(f"What each first-layer neuron looks for\n{name}, {shown_text}")
     return fig
