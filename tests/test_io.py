@@ -366,7 +366,7 @@ def test_metadata_of_another_architecture(tmp_path):
 def test_class_list_must_fit_the_outputs(tmp_path, model_file):
     header, data = split_file(model_file)
     edit_metadata(header, lambda m: m.update(classes=["a", "b"]))
-    with pytest.raises(ModelFileError, match="10 outputs but 2 class names|\\(10,\\) outputs but 2"):
+    with pytest.raises(ModelFileError, match="the model has 10 outputs but 2 class names"):
         load_model(join_file(model_file, header, data))
     for bad in ([], "0123456789", [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]):
         edit_metadata(header, lambda m, bad=bad: m.update(classes=bad))

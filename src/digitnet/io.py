@@ -292,7 +292,8 @@ def load_model(path: str | os.PathLike, what: str = "model file") -> LoadedModel
         raise ModelFileError(f"{path}: {exc}") from None
     out_dim = model.output_shapes()[-1]
     if out_dim != (len(classes),):
-        raise ModelFileError(f"{path}: the model has {out_dim} outputs but {len(classes)} class names")
+        outputs = "x".join(str(d) for d in out_dim)
+        raise ModelFileError(f"{path}: the model has {outputs} outputs but {len(classes)} class names")
     return LoadedModel(model=model, classes=classes, metadata=meta, path=path, extra_tensors=extra)
 
 
