@@ -507,6 +507,37 @@ def test_checkpoint_write_failing_mid_training_keeps_the_previous_one(mnist_path
     assert len(json.loads((out / HISTORY_FILE).read_text())["epoch"]) == 3
 
 
+@pytest.mark.parametrize("where", ["fsync", "replace"])
+def test_download_onto_a_full_disk_keeps_the_old_file(tmp_path, monkeypatch, where):
+    """A download whose last bytes (flushed at fsync) or rename fail: DataError, old file intact."""
+    import gzip
+    import hashlib
+
+    from digitnet.atomic import WriteError
+    from digitnet.data.download import download_file
+    from digitnet.data.idx import idx_bytes
+    from digitnet.errors import DataError
+    from tests.data.localserver import serve
+
+    contents = idx_bytes(np.arange(1000, dtype=np.uint8))
+    (tmp_path / "served").mkdir()
+    (tmp_path / "served" / "f.gz").write_bytes(gzip.compress(contents))
+    (tmp_path / "dest").mkdir()
+    (tmp_path / "dest" / "f.gz").write_bytes(b"old")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, where, full)
+    with serve(tmp_path / "served") as base, pytest.raises(DataError) as info:
+        download_file("f.gz", hashlib.sha256(contents).hexdigest(), tmp_path / "dest", [base], progress=False)
+    assert not isinstance(info.value, WriteError)
+    assert str(info.value) == f"cannot write {tmp_path / 'dest' / 'f.gz'}: No space left on device"
+    monkeypatch.undo()
+    assert [p.name for p in (tmp_path / "dest").iterdir()] == ["f.gz"]
+    assert (tmp_path / "dest" / "f.gz").read_bytes() == b"old"
+
+
 # ================================================================================= code hygiene
 def python_files() -> list[Path]:
     return sorted([*SRC.rglob("*.py"), *(ROOT / "tests").rglob("*.py")])

@@ -162,8 +162,11 @@ def download_file(filename: str, sha256: str, dest_dir: str | os.PathLike, mirro
                         raise DataError(f"cannot write {target}: {exc.strerror}") from None
                     failed(url, _reason(exc))
                     continue
-                handle.flush()
-                os.fsync(handle.fileno())
+                try:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                except OSError as exc:  # the disk filled up with the last buffered bytes
+                    raise DataError(f"cannot write {target}: {exc.strerror or exc}") from None
             try:
                 got = content_sha256(tmp)
             except DataError as exc:  # corrupt or truncated gzip
@@ -172,7 +175,10 @@ def download_file(filename: str, sha256: str, dest_dir: str | os.PathLike, mirro
             if got != sha256:
                 failed(url, f"checksum mismatch (sha256 of the contents {got}, expected {sha256})")
                 continue
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except OSError as exc:
+                raise DataError(f"cannot write {target}: {exc.strerror or exc}") from None
             return target
         finally:
             tmp.unlink(missing_ok=True)
