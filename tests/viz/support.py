@@ -47,9 +47,6 @@ def tiny_cnn(root: Path, mnist_train) -> Path:
     """Train the small CNN (once per session) and save it as ``root/cnn.safetensors``."""
     if root in _CNN_FILES:
         return _CNN_FILES[root]
-    import digitnet.nn.batchnorm
-    import digitnet.nn.conv
-    import digitnet.nn.pooling  # noqa: F401  (register the CNN layer types)
     from digitnet.io import save_model
     from digitnet.nn import Sequential, make_loss, make_optimizer
     from digitnet.train import fit

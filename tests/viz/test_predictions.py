@@ -37,8 +37,9 @@ def test_confident_mistakes_are_wrong_and_sorted_by_confidence(source, test_subs
     probs = source.predictions().probs
     confidences = []
     for ax in axes:
-        head, pred_line = ax.get_title().split("\n")
-        index = int(head.split(":")[0].lstrip("#"))
+        head, true_line, pred_line = ax.get_title().split("\n")
+        index = int(head.lstrip("#"))
+        assert true_line == f"true {test_subset.labels[index]}"
         guess = int(pred_line.split()[1])
         assert guess == probs[index].argmax() != test_subset.labels[index]
         confidences.append(probs[index].max())

@@ -18,7 +18,10 @@ def _grid(images: np.ndarray, captions: list[str], colors: list[str], title: str
     columns = columns or min(count, max(4, math.ceil(math.sqrt(count * 1.5))))
     columns = max(1, min(columns, count)) if count else 1
     rows = max(1, math.ceil(count / columns))
-    fig = new_figure(max(1.25 * columns, 4.5), 1.45 * rows + 0.9)
+    caption_lines = max((c.count("\n") + 1 for c in captions), default=1)
+    widest = max((len(line) for c in captions for line in c.split("\n")), default=10)
+    tile_width = max(1.25, 0.075 * widest + 0.15)  # room for the longest caption line at 8.5 pt
+    fig = new_figure(max(tile_width * columns, 4.5), (1.1 + 0.17 * caption_lines) * rows + 0.9)
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
     for ax in axes:
         hide_axis(ax)
@@ -66,7 +69,7 @@ def draw_predictions(images: np.ndarray, labels: np.ndarray | None, predicted: n
 def draw_mistakes(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, confidence: np.ndarray,
                   classes: list[str], indices: np.ndarray, total_wrong: int, total: int):
     """The model's most confident wrong answers, most confident first, with their dataset index."""
-    captions = [f"#{indices[i]}: true {_short(classes[labels[i]], 8)}\npred {_short(classes[predicted[i]], 8)} "
+    captions = [f"#{indices[i]}\ntrue {_short(classes[labels[i]])}\npred {_short(classes[predicted[i]])} "
                 f"{confidence[i]:.0%}" for i in range(len(images))]
     title = f"Most confident mistakes\n{len(images)} of the {total_wrong:,} wrong answers on {total:,} test images"
     return _grid(images, captions, [WRONG_COLOR] * len(images), title)

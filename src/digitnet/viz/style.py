@@ -127,7 +127,7 @@ def png_bytes(fig, dpi: int = DEFAULT_DPI, compact: bool = True) -> bytes:
 
     image = Image.fromarray(rgba[..., :3].copy(), mode="RGB")
     if compact:
-        image = image.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        image = image.quantize(256, method=Image.Quantize.MAXCOVERAGE, dither=Image.Dither.NONE)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=compact)
     return buffer.getvalue()
