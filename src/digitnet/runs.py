@@ -102,16 +102,19 @@ def run_training(
 
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create run directory {out_dir}: {exc.strerror}") from None
     rngs = seed_generators(config.seed)
-    train, val, test = load_training_data(config, rngs["split"])
+    # Build everything the config names first: a bad setting fails fast, before loading data
+    # or creating the run directory.
     model = build_model(config, rngs["init"], rngs["dropout"])
     loss_fn = build_loss(config)
     optimizer = build_optimizer(config)
     schedule = build_schedule(config)
+    augment = build_augment(config)
+    train, val, test = load_training_data(config, rngs["split"])
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create run directory {out_dir}: {exc.strerror}") from None
 
     if not resume:
         write_json(out_dir / CONFIG_FILE, {**config.to_dict(), "digitnet_version": __version__})
@@ -128,7 +131,7 @@ def run_training(
     cbs.extend(callbacks or [])
     trainer = Trainer(model, loss_fn, optimizer, train, val, epochs=config.epochs,
                       batch_size=config.batch_size or None, rng=rngs["data"], schedule=schedule,
-                      callbacks=cbs, augment=build_augment(config), clip_norm=config.clip_norm,
+                      callbacks=cbs, augment=augment, clip_norm=config.clip_norm,
                       on_divergence=config.on_divergence, log=log)
     trainer.checkpoint_path = out_dir / CHECKPOINT_FILE
     if resume:
