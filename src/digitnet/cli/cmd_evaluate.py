@@ -26,7 +26,8 @@ def register(subparsers) -> None:
                         help="add Gaussian noise of std S (in units of full intensity, e.g. 0.3)")
     parser.add_argument("--rotate", type=float, default=0.0, metavar="DEG", help="rotate every digit by DEG")
     parser.add_argument("--thickness", type=int, default=0, metavar="K",
-                        help="thicken (K > 0, dilation) or thin (K < 0, erosion) strokes by K pixels")
+                        help="thicken strokes by K dilation steps (K < 0: thin by -K erosion steps), "
+                        "each ~1 px per side")
     parser.add_argument("--min-confidence", type=fraction, default=0.0, metavar="P",
                         help="answer 'not sure' below confidence P; report coverage and accuracy on the rest")
     parser.add_argument("--seed", type=int, default=0, help="seed for the noise")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -109,6 +110,6 @@ def run(args) -> int:
     if args.report:
         from digitnet.report import write_report
 
-        path = write_report(result.run_dir)
+        path = write_report(result.run_dir, log=lambda message: print(message, file=sys.stderr, flush=True))
         print(f"report: {path}")
     return 0
