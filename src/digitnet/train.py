@@ -426,6 +426,7 @@ class Trainer:
             self.run_norm_sums = np.zeros(len(self._params))
         raw_buf = x_buf = None
         lr = self.current_lr(epoch)
+        grads = [g for _, g in self._params]
         for b, idx in self._batches():
             start = time.perf_counter()
             # gather the batch from the uint8 store, then scale it into a reused float32 buffer
@@ -444,7 +445,6 @@ class Trainer:
             correct = int(np.count_nonzero(outputs.argmax(axis=1) == y))
             model.backward(loss_fn.backward())
 
-            grads = [g for _, g in self._params]
             if self.clip_norm > 0:
                 norm = clip_grad_norm(grads, self.clip_norm)
                 if not math.isfinite(norm):

@@ -3,12 +3,14 @@
 A loss object has ``forward(outputs, labels) -> float`` (the mean loss over the batch) and
 ``backward() -> grad_outputs`` (dL/d outputs, same shape as ``outputs``, with the 1/B of the
 mean already inside). ``outputs`` is ``[B, K]``; ``labels`` are integer class indices ``[B]``
-in ``0..K-1``. ``forward`` never modifies ``outputs``; the array ``backward`` returns is a new
-one per ``forward`` that the model's backward pass may overwrite.
+in ``0..K-1``. ``forward`` never modifies ``outputs``; the array ``backward`` returns is valid
+until the next ``forward`` (cross-entropy reuses one buffer per batch shape), and the model's
+backward pass may overwrite it.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -45,10 +47,11 @@ def _check_batch(outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     if outputs.ndim != 2:
         raise ConfigError(f"a loss expects outputs [batch, classes], got shape {list(outputs.shape)}")
     labels = np.asarray(labels)
-    if labels.shape != (outputs.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+    if labels.shape != (outputs.shape[0],) or labels.dtype.kind not in "iu":
         raise DataError(f"labels must be {outputs.shape[0]} integers, "
                         f"got {labels.dtype} of shape {list(labels.shape)}")
-    if labels.size and (labels.min() < 0 or labels.max() >= outputs.shape[1]):
+    # unsigned labels (the uint8 of a dataset) cannot be negative: one reduction instead of two
+    if labels.size and ((labels.dtype.kind != "u" and labels.min() < 0) or labels.max() >= outputs.shape[1]):
         raise DataError(f"labels must be in 0..{outputs.shape[1] - 1} for {outputs.shape[1]} outputs, "
                         f"got {int(labels.min())}..{int(labels.max())}")
     return labels.astype(np.intp, copy=False)
@@ -66,8 +69,9 @@ class SoftmaxCrossEntropy(Loss):
         dL/dz = (p - q) / B                       [B, K]
 
     Subtracting the row maximum before ``exp`` keeps every exponent <= 0, so logits of +-1e4
-    give a finite loss and gradient (``exp`` of a very negative number underflows to 0, which is
-    the right answer). Fusing avoids the softmax Jacobian entirely.
+    give a finite loss and gradient. Exponents are floored at ``log(sqrt(tiny))`` (about -43.7 in
+    float32): ``exp`` of anything lower is below the resolution of the row sum, and the floor keeps
+    subnormal numbers (very slow on CPUs) out of the gradient. Fusing avoids the softmax Jacobian.
     """
 
     name = "cross_entropy"
@@ -77,34 +81,73 @@ class SoftmaxCrossEntropy(Loss):
         self.label_smoothing = float(label_smoothing)
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self._buffer_key: tuple | None = None
+        self._buffer_arrays: tuple[np.ndarray, ...] = ()
+        self._offsets: np.ndarray | None = None
+        self._offsets_classes = 0
 
     def forward(self, outputs: np.ndarray, labels: np.ndarray) -> float:
         labels = _check_batch(outputs, labels)
         batch, classes = outputs.shape
-        rows = np.arange(batch)
-        # z - max z: the one [B, K] array of this method; it becomes exp(.), then p, then the gradient
-        work = outputs - outputs.max(axis=1, keepdims=True)
-        shifted_true = work[rows, labels]
+        dtype = outputs.dtype.type
+        # `work` [B, K] is reused across calls: z - max z, then exp(.), then the gradient (p - q) / B
+        work, row_vector, ones, true_index = self._buffers(batch, classes, outputs.dtype)
+        # m = max z per row, read at the argmax: argmax + take is ~2x faster than max(axis=1) on rows of 10
+        offsets = self._row_offsets(batch, classes)
+        outputs.argmax(axis=1, out=true_index)
+        true_index += offsets
+        outputs.reshape(-1).take(true_index, out=row_vector)
+        np.subtract(outputs, row_vector[:, None], out=work)
+        flat_work = work.reshape(-1)
+        np.add(offsets, labels, out=true_index)                              # flat index of (b, y_b)
+        shifted_true = flat_work.take(true_index)                            # z_y - m
         eps = self.label_smoothing
-        shifted_mean = work.mean(axis=1) if eps else None
+        # row sums as a product with a vector of ones: BLAS, ~3x faster than sum(axis=1) here
+        shifted_mean = (work @ ones) / dtype(classes) if eps else None
+        # Floor z - m at log(sqrt(tiny)) (-43.7 in float32) before exp: a smaller exp(.) is far below
+        # the resolution of the row sum (>= 1) anyway, and the floor keeps p and the gradient away from
+        # subnormal numbers, which make exp ~20x and the next layers' matmuls ~40x slower.
+        np.maximum(work, self._exp_floor(outputs.dtype), out=work)
         np.exp(work, out=work)
-        sum_exp = work.sum(axis=1)
-        log_sum_exp = np.log(sum_exp)
-        log_p_true = shifted_true - log_sum_exp
+        np.matmul(work, ones, out=row_vector)                                # sum_k exp(z_k - m)
+        log_sum_exp = np.log(row_vector)
+        # -log p_y = logsumexp(z) - z_y; summed in float64 (float(sum) is ~4x faster than .mean())
         if eps:
-            loss = -((1 - eps) * log_p_true + eps * (shifted_mean - log_sum_exp)).mean()
+            per_sample = log_sum_exp - (dtype(1 - eps) * shifted_true + dtype(eps) * shifted_mean)
         else:
-            loss = -log_p_true.mean()
-        work /= sum_exp[:, None]                    # p = softmax(z)
-        # gradient (p - q) / B, in place
+            per_sample = np.subtract(log_sum_exp, shifted_true, out=log_sum_exp)
+        loss = float(per_sample.sum(dtype=np.float64)) / batch if batch else float("nan")
+        # gradient (p - q) / B = exp(z - m) / (B * sum exp) - q / B, in place
+        row_vector *= dtype(batch)
+        np.divide(work, row_vector[:, None], out=work)
         if eps:
-            work -= work.dtype.type(eps / classes)
-            work[rows, labels] -= work.dtype.type(1 - eps)
+            work -= dtype(eps / (classes * batch))
+            flat_work[true_index] -= dtype((1 - eps) / batch)
         else:
-            work[rows, labels] -= 1
-        work *= work.dtype.type(1.0 / batch)
+            flat_work[true_index] -= dtype(1.0 / batch)
         self._grad = work
-        return float(loss)
+        return loss
+
+    def _buffers(self, batch: int, classes: int, dtype: np.dtype) -> tuple[np.ndarray, ...]:
+        """(work [B, K], a row vector [B], ones [K], an index vector [B]), reused while the shape holds."""
+        key = (batch, classes, dtype)
+        if self._buffer_key != key:
+            self._buffer_key = key
+            self._buffer_arrays = (np.empty((batch, classes), dtype), np.empty(batch, dtype),
+                                   np.ones(classes, dtype), np.empty(batch, np.intp))
+        return self._buffer_arrays
+
+    @staticmethod
+    def _exp_floor(dtype: np.dtype) -> np.floating:
+        """``log(sqrt(tiny))`` of ``dtype``: ``exp`` of it is a normal number with room to spare."""
+        return dtype.type(0.5 * math.log(float(np.finfo(dtype).tiny)))
+
+    def _row_offsets(self, batch: int, classes: int) -> np.ndarray:
+        """``[0, K, 2K, ...]``: the flat index of each row's first element."""
+        if self._offsets is None or self._offsets.shape != (batch,) or self._offsets_classes != classes:
+            self._offsets = np.arange(batch, dtype=np.intp) * classes
+            self._offsets_classes = classes
+        return self._offsets
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "label_smoothing": self.label_smoothing}
