@@ -14,8 +14,10 @@ def register(subparsers) -> None:
         "serve",
         help="serve a draw-a-digit web page and a JSON prediction API",
         description="Serve a page where you draw a digit (mouse or touch) and watch the model read it "
-        "live: probabilities, the 28x28 image it sees, its hidden layers. Also a JSON API: POST "
-        "/api/predict, GET /api/model, GET /healthz, GET /openapi.json.",
+        "live: probabilities, the 28x28 image it sees, its hidden layers. Its Train tab trains a new network "
+        "in the server while you watch the curves and the first-layer weights (one job at a time; the Draw tab "
+        "then uses it). Also a JSON API: POST /api/predict, GET /api/model, GET /healthz, /api/train/*, "
+        "GET /openapi.json.",
     )
     parser.add_argument("model", help="model file (.safetensors) or a run directory")
     parser.add_argument("--host", default="127.0.0.1",

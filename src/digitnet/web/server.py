@@ -11,13 +11,12 @@ Routes:
 - ``GET /api/model``: architecture, class names, parameter count, metrics.
 - ``GET /healthz``: liveness.
 - ``GET /openapi.json``: FastAPI's own description (``/docs`` needs Swagger UI from a CDN).
+- ``/api/train/*``: the live-training tab (see :mod:`digitnet.web.training`); when a job ends, its
+  model replaces ``app.state.loaded`` (and ``app.state.info``), which the routes above read per request.
 
 Every error is JSON ``{"error": "..."}`` with a 4xx status (413 too large, 415 wrong content type,
 400 malformed request, 422 an image without a digit or an array of the wrong shape); anything
 unexpected is logged and answered with a 500, and the server keeps running.
-
-Other pages (the live-training view) add routes to the app :func:`create_app` returns and a tab
-to ``index.html`` (see the comment there).
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ import binascii
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -299,8 +299,10 @@ def create_app(model: str | os.PathLike | Any, *, max_upload_bytes: int = MAX_UP
     info = model_info(loaded)
     app = FastAPI(title="digitnet", version=__version__,
                   description="Draw a digit and watch a NumPy neural network read it.")
+    # the live-training page swaps in the model it trains (under app.state.model_lock): read these per request
     app.state.loaded = loaded
     app.state.info = info
+    app.state.model_lock = threading.Lock()
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
@@ -338,11 +340,11 @@ def create_app(model: str | os.PathLike | Any, *, max_upload_bytes: int = MAX_UP
 
     @app.get("/healthz", summary="Liveness check")
     def healthz() -> dict[str, str]:
-        return {"status": "ok", "model": info["name"]}
+        return {"status": "ok", "model": app.state.info["name"]}
 
     @app.get("/api/model", summary="The served model: architecture, classes, parameter count, metrics")
     def api_model() -> dict[str, Any]:
-        return info
+        return app.state.info
 
     @app.post(
         "/api/predict",
@@ -361,9 +363,12 @@ def create_app(model: str | os.PathLike | Any, *, max_upload_bytes: int = MAX_UP
     )
     async def api_predict(request: Request) -> JSONResponse:
         payload, digits = await parse_predict_request(request, max_upload_bytes)
-        result = await run_in_threadpool(predict_payload, loaded, payload, digits)
+        result = await run_in_threadpool(predict_payload, app.state.loaded, payload, digits)
         return JSONResponse(result)
 
+    from digitnet.web.training import install_training
+
+    install_training(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(CatchAll)
     return app

@@ -290,7 +290,11 @@
   });
 
   // for tests and scripts: whether a prediction is still on its way
-  window.digitnet = { get busy() { return inFlight || pending !== null || timer !== null || encoding > 0; } };
+  // reloadModel: the live-training tab swapped in a new network: show it, and read the drawing again
+  window.digitnet = {
+    get busy() { return inFlight || pending !== null || timer !== null || encoding > 0; },
+    async reloadModel() { await loadModel(); if (hasInk) predictCanvas(); },
+  };
 
   $("clear").addEventListener("click", clearCanvas);
   $("pen-width").addEventListener("input", () => { $("pen-width-value").textContent = $("pen-width").value; });
