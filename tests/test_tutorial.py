@@ -36,11 +36,15 @@ def kernel_manager(folder: Path):
     return KernelManager(kernel_name="digitnet-test", kernel_spec_manager=specs)
 
 
+@pytest.mark.slow
 def test_every_cell_of_the_tutorial_runs(mnist_path, tmp_path, monkeypatch):
     require_module("ipykernel")
     nbformat = require_module("nbformat")
     nbclient = require_module("nbclient")
+    # the kernel inherits this environment: no display, and its files stay out of the user's home
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     km = kernel_manager(tmp_path)
     client = nbclient.NotebookClient(notebook, km=km, timeout=300, resources={"metadata": {"path": str(tmp_path)}})
@@ -55,4 +59,4 @@ def test_every_cell_of_the_tutorial_runs(mnist_path, tmp_path, monkeypatch):
     assert "test accuracy:" in text and "relative error" in text and "the network reads a" in text
     images = [out for out in outputs if out.output_type == "display_data" and "image/png" in out.data]
     assert len(images) == 4                     # curves, confusion matrix, first-layer weights, the drawn digit
-    assert list(tmp_path.glob("*.png")) == []   # pictures are shown, not written
+    assert list(tmp_path.glob("**/*.png")) == []   # pictures are shown, not written

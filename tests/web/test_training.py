@@ -55,6 +55,7 @@ def decode_png(data_url: str) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1])))
 
 
+@pytest.mark.slow
 def test_a_job_trains_to_the_end_and_the_draw_tab_then_uses_its_model(client, tmp_path):
     assert client.get("/api/train/status").json()["state"] == "idle"
     response = client.post("/api/train/start", json=SMALL)
@@ -106,6 +107,7 @@ def test_a_job_trains_to_the_end_and_the_draw_tab_then_uses_its_model(client, tm
     np.testing.assert_array_equal(reloaded.model.layers[0].params["weights"], manager_model.layers[0].params["weights"])
 
 
+@pytest.mark.slow
 def test_the_page_trains_exactly_like_digitnet_train(client, tmp_path):
     """Same config, same seed: the same weights as the CLI's run_training."""
     from digitnet.runs import run_training
