@@ -68,7 +68,8 @@ class Dense(Layer):
         weights = self.params["weights"]
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ConfigError(f"Dense expects input [B, {self.in_features}], got {list(x.shape)}")
-        y = self.output_buffer("y", (x.shape[0], self.out_features), np.result_type(x, weights), training)
+        dtype = x.dtype if x.dtype == weights.dtype else np.result_type(x, weights)
+        y = self.output_buffer("y", (x.shape[0], self.out_features), dtype, training)
         np.matmul(x, weights, out=y)
         y += self.params["bias"]
         self._x = x

@@ -43,7 +43,7 @@ class Loss:
 
 
 def _check_batch(outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Validate ``outputs [B, K]`` against integer ``labels [B]`` in ``0..K-1``; returns labels as intp."""
+    """Validate ``outputs [B, K]`` against integer ``labels [B]`` in ``0..K-1``; returns them as an array."""
     if outputs.ndim != 2:
         raise ConfigError(f"a loss expects outputs [batch, classes], got shape {list(outputs.shape)}")
     labels = np.asarray(labels)
@@ -54,7 +54,7 @@ def _check_batch(outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     if labels.size and ((labels.dtype.kind != "u" and labels.min() < 0) or labels.max() >= outputs.shape[1]):
         raise DataError(f"labels must be in 0..{outputs.shape[1] - 1} for {outputs.shape[1]} outputs, "
                         f"got {int(labels.min())}..{int(labels.max())}")
-    return labels.astype(np.intp, copy=False)
+    return labels
 
 
 class SoftmaxCrossEntropy(Loss):
@@ -82,18 +82,15 @@ class SoftmaxCrossEntropy(Loss):
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self._buffer_key: tuple | None = None
-        self._buffer_arrays: tuple[np.ndarray, ...] = ()
-        self._offsets: np.ndarray | None = None
-        self._offsets_classes = 0
+        self._buffer_arrays: tuple = ()
 
     def forward(self, outputs: np.ndarray, labels: np.ndarray) -> float:
         labels = _check_batch(outputs, labels)
         batch, classes = outputs.shape
         dtype = outputs.dtype.type
         # `work` [B, K] is reused across calls: z - max z, then exp(.), then the gradient (p - q) / B
-        work, row_vector, ones, true_index = self._buffers(batch, classes, outputs.dtype)
+        work, row_vector, ones, true_index, offsets, exp_floor = self._buffers(batch, classes, outputs.dtype)
         # m = max z per row, read at the argmax: argmax + take is ~2x faster than max(axis=1) on rows of 10
-        offsets = self._row_offsets(batch, classes)
         outputs.argmax(axis=1, out=true_index)
         true_index += offsets
         outputs.reshape(-1).take(true_index, out=row_vector)
@@ -107,7 +104,7 @@ class SoftmaxCrossEntropy(Loss):
         # Floor z - m at log(sqrt(tiny)) (-43.7 in float32) before exp: a smaller exp(.) is far below
         # the resolution of the row sum (>= 1) anyway, and the floor keeps p and the gradient away from
         # subnormal numbers, which make exp ~20x and the next layers' matmuls ~40x slower.
-        np.maximum(work, self._exp_floor(outputs.dtype), out=work)
+        np.maximum(work, exp_floor, out=work)
         np.exp(work, out=work)
         np.matmul(work, ones, out=row_vector)                                # sum_k exp(z_k - m)
         log_sum_exp = np.log(row_vector)
@@ -128,26 +125,18 @@ class SoftmaxCrossEntropy(Loss):
         self._grad = work
         return loss
 
-    def _buffers(self, batch: int, classes: int, dtype: np.dtype) -> tuple[np.ndarray, ...]:
-        """(work [B, K], a row vector [B], ones [K], an index vector [B]), reused while the shape holds."""
+    def _buffers(self, batch: int, classes: int, dtype: np.dtype) -> tuple:
+        """Arrays and constants of one batch shape, reused while it holds: work ``[B, K]``, a row
+        vector ``[B]``, ones ``[K]``, an index vector ``[B]``, the row offsets ``[0, K, 2K, ...]``
+        (flat index of each row's first element) and the exponent floor ``log(sqrt(tiny))``."""
         key = (batch, classes, dtype)
         if self._buffer_key != key:
             self._buffer_key = key
+            floor = dtype.type(0.5 * math.log(float(np.finfo(dtype).tiny)))
             self._buffer_arrays = (np.empty((batch, classes), dtype), np.empty(batch, dtype),
-                                   np.ones(classes, dtype), np.empty(batch, np.intp))
+                                   np.ones(classes, dtype), np.empty(batch, np.intp),
+                                   np.arange(batch, dtype=np.intp) * classes, floor)
         return self._buffer_arrays
-
-    @staticmethod
-    def _exp_floor(dtype: np.dtype) -> np.floating:
-        """``log(sqrt(tiny))`` of ``dtype``: ``exp`` of it is a normal number with room to spare."""
-        return dtype.type(0.5 * math.log(float(np.finfo(dtype).tiny)))
-
-    def _row_offsets(self, batch: int, classes: int) -> np.ndarray:
-        """``[0, K, 2K, ...]``: the flat index of each row's first element."""
-        if self._offsets is None or self._offsets.shape != (batch,) or self._offsets_classes != classes:
-            self._offsets = np.arange(batch, dtype=np.intp) * classes
-            self._offsets_classes = classes
-        return self._offsets
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "label_smoothing": self.label_smoothing}
