@@ -47,16 +47,22 @@ def reference_conv(x, weights, bias, stride, padding):
     return y
 
 
-def make_conv(config, rng):
+# every config with im2col, and the stride-1 ones also with the Fourier algorithm
+CASES = [(config, "im2col") for config in CONFIGS] + [
+    (config, "fourier") for config in CONFIGS if config[3] in (1, (1, 1))]
+CASE_IDS = [f"{algorithm}-{config}" for config, algorithm in CASES]
+
+
+def make_conv(config, rng, algorithm="auto"):
     c_in, c_out, kernel, stride, padding, _, _ = config
-    conv = Conv2D(c_in, c_out, kernel, stride=stride, padding=padding, rng=rng)
+    conv = Conv2D(c_in, c_out, kernel, stride=stride, padding=padding, rng=rng, algorithm=algorithm)
     conv.params["bias"][...] = rng.standard_normal(c_out)
     return conv
 
 
-@pytest.mark.parametrize("config", CONFIGS)
-def test_forward_equals_the_defining_sum(config, rng):
-    conv = make_conv(config, rng)
+@pytest.mark.parametrize(("config", "algorithm"), CASES, ids=CASE_IDS)
+def test_forward_equals_the_defining_sum(config, algorithm, rng):
+    conv = make_conv(config, rng, algorithm)
     x = rng.standard_normal((3, config[0], config[5], config[6])).astype(np.float32)
     y = conv.forward(x)
     expected = reference_conv(x.astype(np.float64), conv.params["weights"].astype(np.float64),
@@ -67,9 +73,9 @@ def test_forward_equals_the_defining_sum(config, rng):
     assert conv.output_shape(x.shape[1:]) == y.shape[1:]
 
 
-@pytest.mark.parametrize("config", CONFIGS)
-def test_gradients_match_finite_differences(config, rng):
-    conv = make_conv(config, rng)
+@pytest.mark.parametrize(("config", "algorithm"), CASES, ids=CASE_IDS)
+def test_gradients_match_finite_differences(config, algorithm, rng):
+    conv = make_conv(config, rng, algorithm)
     x = rng.standard_normal((2, config[0], config[5], config[6]))
     errors = check_layer(conv, x, rng)
     assert set(errors) == {"input", "weights", "bias"}
@@ -77,9 +83,10 @@ def test_gradients_match_finite_differences(config, rng):
         assert error < TOLERANCE, f"{name}: relative error {error:.2e}"
 
 
-def test_backward_matches_the_closed_forms(rng):
+@pytest.mark.parametrize("algorithm", ["im2col", "fourier"])
+def test_backward_matches_the_closed_forms(algorithm, rng):
     """dL/dbias is the sum of grad_out; dL/dweights is the correlation of x with grad_out."""
-    conv = Conv2D(2, 3, 3, padding=1, rng=rng)
+    conv = Conv2D(2, 3, 3, padding=1, rng=rng, algorithm=algorithm)
     x = rng.standard_normal((2, 2, 5, 5)).astype(np.float32)
     conv.forward(x, training=True)
     grad_out = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
@@ -95,12 +102,46 @@ def test_backward_matches_the_closed_forms(rng):
     assert conv.grads["weights"] is weights_grad_array        # overwritten in place, never replaced
 
 
-def test_a_centred_delta_kernel_copies_the_input(rng):
-    conv = Conv2D(1, 1, 3, padding=1)
+@pytest.mark.parametrize("algorithm", ["im2col", "fourier"])
+def test_a_centred_delta_kernel_copies_the_input(algorithm, rng):
+    conv = Conv2D(2, 2, 3, padding=1, algorithm=algorithm)
     conv.params["weights"][...] = 0
     conv.params["weights"][0, 0, 1, 1] = 1
-    x = rng.standard_normal((2, 1, 5, 4)).astype(np.float32)
-    np.testing.assert_array_equal(conv.forward(x), x)
+    conv.params["weights"][1, 1, 1, 1] = 1
+    x = rng.standard_normal((2, 2, 5, 4)).astype(np.float32)
+    np.testing.assert_allclose(conv.forward(x), x, atol=1e-6)
+
+
+def test_the_two_algorithms_agree_on_mnist_sized_layers(rng):
+    x = rng.random((8, 32, 14, 14), dtype=np.float32)
+    grad_out = rng.standard_normal((8, 64, 14, 14)).astype(np.float32)
+    results = []
+    for algorithm in ("im2col", "fourier"):
+        conv = Conv2D(32, 64, 5, padding=2, rng=np.random.default_rng(3), algorithm=algorithm)
+        y = conv.forward(x, training=True).copy()
+        grad_in = conv.backward(grad_out.copy()).copy()
+        results.append((y, grad_in, conv.grads["weights"].copy(), conv.grads["bias"].copy()))
+    for ours, theirs in zip(*results, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=2e-5 * np.abs(theirs).max())
+
+
+def test_auto_picks_fourier_for_stride_one_multi_channel_layers():
+    assert Conv2D(32, 64, 5, padding=2).uses_fourier()
+    assert Conv2D(8, 16, 3, padding=1).uses_fourier()
+    assert not Conv2D(1, 32, 5, padding=2).uses_fourier()            # the first layer: im2col
+    assert not Conv2D(32, 64, 3, stride=2, padding=1).uses_fourier()  # strided: im2col
+    assert not Conv2D(32, 64, 1).uses_fourier()                      # 1x1 kernels: im2col
+    assert not Conv2D(32, 64, 5, algorithm="im2col").uses_fourier()
+    assert Conv2D(1, 8, 3, algorithm="fourier").uses_fourier()
+
+
+def test_one_layer_handles_several_image_sizes(rng):
+    for algorithm in ("im2col", "fourier"):
+        conv = Conv2D(2, 3, 3, padding=1, rng=rng, algorithm=algorithm)
+        for size in (6, 9, 6):
+            x = rng.standard_normal((2, 2, size, size))
+            expected = reference_conv(x, conv.params["weights"], conv.params["bias"], (1, 1), (1, 1))
+            np.testing.assert_allclose(conv.forward(x.astype(np.float32)), expected, atol=1e-5)
 
 
 def test_skipping_the_input_gradient_still_fills_the_parameter_gradients(rng):
@@ -117,12 +158,13 @@ def test_skipping_the_input_gradient_still_fills_the_parameter_gradients(rng):
         np.testing.assert_array_equal(conv.grads[key], expected[key])
 
 
-def test_inference_in_chunks_equals_training_forward(rng, monkeypatch):
-    conv = Conv2D(2, 3, 3, padding=1, rng=rng)
+@pytest.mark.parametrize("algorithm", ["im2col", "fourier"])
+def test_inference_in_chunks_equals_training_forward(algorithm, rng, monkeypatch):
+    conv = Conv2D(2, 3, 3, padding=1, rng=rng, algorithm=algorithm)
     x = rng.standard_normal((7, 2, 6, 6)).astype(np.float32)
     full = conv.forward(x, training=True).copy()
     # a tiny budget forces one image per chunk
-    monkeypatch.setattr(conv_module, "INFERENCE_COLS_BYTES", 1)
+    monkeypatch.setattr(conv_module, "INFERENCE_BYTES", 1)
     chunked = conv.forward(x, training=False)
     np.testing.assert_allclose(chunked, full, rtol=1e-6, atol=1e-6)
     again = conv.forward(x, training=False)
@@ -176,6 +218,7 @@ def test_output_shape_and_shape_errors():
 @pytest.mark.parametrize("kwargs", [
     {"kernel_size": 0}, {"kernel_size": [3]}, {"kernel_size": "3"}, {"kernel_size": True},
     {"stride": 0}, {"padding": -1}, {"init": "zeros"}, {"in_channels": 0}, {"out_channels": 2.5},
+    {"algorithm": "winograd"}, {"algorithm": "fourier", "stride": 2},
 ])
 def test_bad_arguments_raise_config_error(kwargs):
     args = {"in_channels": 1, "out_channels": 2, "kernel_size": 3, **kwargs}
@@ -187,7 +230,7 @@ def test_config_round_trip(rng):
     conv = Conv2D(3, 8, (3, 5), stride=2, padding=(1, 2), init="xavier", rng=rng)
     config = conv.config()
     assert config == {"type": "Conv2D", "in_channels": 3, "out_channels": 8, "kernel_size": [3, 5],
-                      "stride": 2, "padding": [1, 2], "init": "xavier"}
+                      "stride": 2, "padding": [1, 2], "init": "xavier", "algorithm": "auto"}
     rebuilt = layer_from_config(config, rng)
     assert isinstance(rebuilt, Conv2D)
     assert rebuilt.config() == config

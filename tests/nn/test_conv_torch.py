@@ -44,14 +44,20 @@ CONV_CONFIGS = [
     (4, 6, 5, 2, 2, 13, 11),       # stride 2, odd sizes
     (3, 5, 3, 2, 0, 9, 9),
     (2, 3, (3, 5), (1, 2), (2, 1), 10, 12),
+    (32, 64, 5, 1, 2, 14, 14),     # MNIST second layer (Fourier under "auto")
+    (6, 4, (5, 3), 1, (1, 2), 9, 10),
 ]
 
 
+CONV_CASES = [(config, "im2col") for config in CONV_CONFIGS] + [
+    (config, "fourier") for config in CONV_CONFIGS if config[3] == 1]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("config", CONV_CONFIGS)
-def test_conv2d_matches_torch(torch, config, dtype, rng):
+@pytest.mark.parametrize(("config", "algorithm"), CONV_CASES)
+def test_conv2d_matches_torch(torch, config, algorithm, dtype, rng):
     c_in, c_out, kernel, stride, padding, height, width = config
-    conv = Conv2D(c_in, c_out, kernel, stride=stride, padding=padding, rng=rng)
+    conv = Conv2D(c_in, c_out, kernel, stride=stride, padding=padding, rng=rng, algorithm=algorithm)
     conv.params["bias"][...] = rng.standard_normal(c_out)
     if dtype == np.float64:
         conv.params = {k: v.astype(np.float64) for k, v in conv.params.items()}

@@ -21,6 +21,8 @@ WINDOWS = [
     (3, 1, 5, 6),             # heavily overlapping
     (2, 3, 8, 8),             # gaps between windows
     ((2, 3), (1, 2), 6, 7),   # rectangular window, per-axis stride
+    (3, None, 9, 9),          # 9 offsets: an odd number of players in the max tournament
+    (1, 2, 5, 5),             # 1x1 windows (a strided subsample)
 ]
 
 

@@ -1,0 +1,170 @@
+"""Convolution through the convolution theorem, with the discrete Fourier transforms done as matrix products.
+
+A stride-1 convolution of an ``H x W`` image padded to ``Lh x Lw`` (``Lh = H + 2 pH``) is, at every
+output position, a circular correlation of period ``(Lh, Lw)``: the window never wraps around,
+because ``H_out + kH - 1 = Lh``. The DFT turns a circular correlation into a product per frequency
+``k = (kh, kw)``::
+
+    y[b, o]  = sum_c  x_pad[b, c]  (*)  weights[o, c]           (*) = circular correlation
+    Y[k, b, o] = sum_c  X[k, b, c] * conj(Wf[k, c, o])          X = DFT(x_pad), Wf = DFT(weights)
+
+so the sum over input channels becomes one small complex matrix product per frequency,
+``[B, C_in] @ [C_in, C_out]``, instead of one with ``C_in*kH*kW`` rows per output pixel. For
+32 -> 64 channels with a 5x5 kernel on 14x14 images that is 7x fewer multiply-adds than im2col.
+Backward uses the same theorem (``g = dL/dy``, ``G = DFT(g)``)::
+
+    dL/dx_pad[b, c]    = sum_o g[b, o] (conv) weights[o, c]  ->  DX[k, b, c] = sum_o G[k, b, o] * Wf[k, c, o]
+    dL/dweights[o, c]  = sum_b x_pad[b, c] (*) g[b, o]        ->  DW[k, c, o] = sum_b X[k, b, c] * conj(G[k, b, o])
+
+The images are real, so only ``Lw // 2 + 1`` frequencies along W are kept (the others are complex
+conjugates). The transforms are separable, so each is two matrix products (along W, then along
+H) with small DFT matrices built once per image size; the zero padding never exists in memory
+(it is a phase factor in the matrices), and the inverse transforms evaluate only the positions
+that are needed. NumPy's own FFT is slower here: for 4,096 transforms of 18x18 images the
+matrix products win because BLAS runs them at full speed, while the FFT pays per transform.
+
+To avoid conjugating large arrays, the input spectrum is kept conjugated, ``X* = DFT+(x)``
+(the transform with ``e^{+i theta}``): then ``Y* = X* Wf`` needs no conjugate either, and the inverse
+transform of ``Y*`` uses ``e^{-i theta}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+Buffer = Callable[[str, tuple[int, ...], np.dtype], np.ndarray]
+
+
+def complex_dtype(dtype: np.dtype) -> np.dtype:
+    """complex64 for float32 work, complex128 for float64 (gradient checks)."""
+    return np.dtype(np.complex64 if np.dtype(dtype) == np.float32 else np.complex128)
+
+
+def _half_weights(length: int) -> np.ndarray:
+    """How often each kept frequency ``0 .. L//2`` stands in the full spectrum: 1 for 0 (and L/2), else 2."""
+    weights = np.full(length // 2 + 1, 2.0)
+    weights[0] = 1.0
+    if length % 2 == 0:
+        weights[-1] = 1.0
+    return weights
+
+
+class FourierPlan:
+    """DFT matrices for one geometry: image ``H x W``, kernel ``kH x kW``, padding, stride 1.
+
+    Attributes:
+        freq_h, freq_w: ``Lh`` and ``Lw // 2 + 1``, the frequencies kept along each axis.
+    """
+
+    def __init__(self, height: int, width: int, kernel: tuple[int, int], padding: tuple[int, int],
+                 dtype: np.dtype) -> None:
+        (kh, kw), (ph, pw) = kernel, padding
+        self.height, self.width = height, width
+        self.kernel = kernel
+        self.len_h, self.len_w = height + 2 * ph, width + 2 * pw
+        self.out_h, self.out_w = self.len_h - kh + 1, self.len_w - kw + 1
+        self.freq_h, self.freq_w = self.len_h, self.len_w // 2 + 1
+        self.real = np.dtype(dtype)
+        self.complex = complex_dtype(dtype)
+        norm = 1.0 / (self.len_h * self.len_w)
+        # input x (at padded positions h + pH): conjugated spectrum; output gradient g: plain spectrum
+        self.x_w, self.x_h = self._forward_pair(height, width, (ph, pw), sign=+1)
+        self.g_w, self.g_h = self._forward_pair(self.out_h, self.out_w, (0, 0), sign=-1)
+        # inverse transforms: outputs y from Y* (sign -1), input gradient from DX (sign +1)
+        self.y_h, self.y_w = self._inverse_pair(self.out_h, self.out_w, (0, 0), sign=-1, norm=norm)
+        self.dx_h, self.dx_w = self._inverse_pair(height, width, (ph, pw), sign=+1, norm=norm)
+        # kernel transforms: Wf[k] = sum_{i,j} w[i, j] e^{-i theta}, and back to kernel offsets
+        self.kernel_h = self._phase(np.arange(self.freq_h), np.arange(kh), self.len_h, -1)   # [Lh, kH]
+        self.kernel_w = self._phase(np.arange(kw), np.arange(self.freq_w), self.len_w, -1)   # [kW, Kw]
+        self.kernel_inv_h = self._phase(np.arange(kh), np.arange(self.freq_h), self.len_h, +1)
+        self.kernel_inv_w = (self._phase(np.arange(self.freq_w), np.arange(kw), self.len_w, +1)
+                             * (_half_weights(self.len_w) * norm)[:, None])
+
+    @staticmethod
+    def _phase(rows: np.ndarray, cols: np.ndarray, length: int, sign: int) -> np.ndarray:
+        """``exp(sign * 2 pi i * rows[:, None] * cols[None, :] / length)`` in complex128."""
+        return np.exp(sign * 2j * np.pi * np.outer(rows, cols) / length)
+
+    def _forward_pair(self, n_h: int, n_w: int, offset: tuple[int, int], sign: int):
+        """Matrices of the transform of a real ``[.., n_h, n_w]`` image placed at ``offset``.
+
+        Along W: real ``[n_w, 2*Kw]`` whose columns hold (re, im) of ``e^{sign i theta}`` side by
+        side, so ``image @ matrix`` is the complex half spectrum stored as interleaved floats.
+        Along H: complex ``[Lh, n_h]``.
+        """
+        phase_w = self._phase(np.arange(n_w) + offset[1], np.arange(self.freq_w), self.len_w, sign)
+        along_w = np.stack([phase_w.real, phase_w.imag], axis=-1).reshape(n_w, -1).astype(self.real)
+        along_h = self._phase(np.arange(self.freq_h), np.arange(n_h) + offset[0], self.len_h, sign)
+        return along_w, along_h.astype(self.complex)
+
+    def _inverse_pair(self, n_h: int, n_w: int, offset: tuple[int, int], sign: int, norm: float):
+        """Matrices of the inverse transform, evaluated at ``n_h x n_w`` positions from ``offset``.
+
+        Along H: complex ``[n_h, Lh]``. Along W, to a real result: ``Re(sum_kw c_kw F[kw] e^{sign i theta})
+        = sum_kw c_kw (Re F cos - sign Im F sin)``, a real ``[2*Kw, n_w]`` matrix acting on interleaved
+        (re, im) pairs; ``c_kw`` counts the dropped conjugate frequencies, ``norm = 1 / (Lh Lw)``.
+        """
+        along_h = self._phase(np.arange(n_h) + offset[0], np.arange(self.freq_h), self.len_h, sign)
+        phase_w = self._phase(np.arange(self.freq_w), np.arange(n_w) + offset[1], self.len_w, sign)
+        scale = (_half_weights(self.len_w) * norm)[:, None]
+        along_w = np.stack([phase_w.real * scale, -phase_w.imag * scale], axis=1).reshape(-1, n_w)
+        return along_h.astype(self.complex), along_w.astype(self.real)
+
+    # -- the three transforms -------------------------------------------------------------------------
+    def spectrum(self, images: np.ndarray, along_w: np.ndarray, along_h: np.ndarray, buffer: Buffer,
+                 name: str) -> np.ndarray:
+        """``[B, Ch, n_h, n_w]`` real -> ``[F, B, Ch]`` complex, ``F = Lh * Kw`` frequencies (h-major).
+
+        Transposes the images to ``[n_h, B, Ch, n_w]`` so both products are single GEMMs:
+        ``A = image @ along_w`` (over W), then ``along_h @ A`` (over H, the leading axis).
+        """
+        batch, channels, n_h, n_w = images.shape
+        rows = buffer(name + "_rows", (n_h, batch, channels, n_w), self.real)
+        np.copyto(rows, images.transpose(2, 0, 1, 3))
+        half = buffer(name + "_half", (n_h * batch * channels, 2 * self.freq_w), self.real)
+        np.matmul(rows.reshape(-1, n_w), along_w, out=half)
+        full = buffer(name + "_full", (self.freq_h, batch * channels * self.freq_w), self.complex)
+        np.matmul(along_h, half.view(self.complex).reshape(n_h, -1), out=full)
+        spectrum = buffer(name, (self.freq_h, self.freq_w, batch, channels), self.complex)
+        np.copyto(spectrum, full.reshape(self.freq_h, batch, channels, self.freq_w).transpose(0, 3, 1, 2))
+        return spectrum.reshape(self.freq_h * self.freq_w, batch, channels)
+
+    def inverse(self, spectrum: np.ndarray, along_h: np.ndarray, along_w: np.ndarray, out: np.ndarray,
+                buffer: Buffer, name: str) -> np.ndarray:
+        """``[F, B, Ch]`` complex -> real ``out [B, Ch, n_h, n_w]`` (NCHW, written in place)."""
+        _, batch, channels = spectrum.shape
+        n_h = along_h.shape[0]
+        rows = buffer(name + "_rows", (n_h, self.freq_w, batch, channels), self.complex)
+        np.matmul(along_h, spectrum.reshape(self.freq_h, -1), out=rows.reshape(n_h, -1))
+        images = buffer(name + "_images", (batch, channels, n_h, self.freq_w), self.complex)
+        np.copyto(images, rows.transpose(2, 3, 0, 1))
+        np.matmul(images.view(self.real).reshape(-1, 2 * self.freq_w), along_w,
+                  out=out.reshape(-1, along_w.shape[1]))
+        return out
+
+    def kernel_spectrum(self, weights: np.ndarray) -> np.ndarray:
+        """``Wf [F, C_in, C_out]``: the DFT of each ``[kH, kW]`` kernel zero-padded to ``Lh x Lw``.
+
+        ``Wf[kh, kw] = sum_{i, j} e^{-i theta_h(kh, i)} w[i, j] e^{-i theta_w(j, kw)}``: two small products.
+        """
+        channels_out, channels_in, kh, kw = weights.shape
+        by_offset = weights.transpose(2, 3, 1, 0).reshape(kh, -1).astype(self.complex)    # [kH, kW*C*O]
+        along_h = np.matmul(self.kernel_h.astype(self.complex), by_offset)                 # [Lh, kW*C*O]
+        spectrum = np.matmul(self.kernel_w.T.astype(self.complex),
+                             along_h.reshape(self.freq_h, kw, -1))                        # [Lh, Kw, C*O]
+        return spectrum.reshape(-1, channels_in, channels_out)
+
+    def kernel_from_spectrum(self, spectrum: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`kernel_spectrum` at the ``kH x kW`` offsets: real ``[C_out, C_in, kH, kW]``.
+
+        ``w[i, j] = Re sum_{kh, kw} e^{+i theta_h} c_kw Wf[kh, kw] e^{+i theta_w} / (Lh Lw)``.
+        """
+        _, channels_in, channels_out = spectrum.shape
+        kh, kw = self.kernel
+        along_h = np.matmul(self.kernel_inv_h.astype(self.complex),
+                            spectrum.reshape(self.freq_h, -1))                             # [kH, Kw*C*O]
+        kernel = np.matmul(self.kernel_inv_w.T.astype(self.complex),
+                           along_h.reshape(kh, self.freq_w, -1))                           # [kH, kW, C*O]
+        return kernel.real.reshape(kh, kw, channels_in, channels_out).transpose(3, 2, 0, 1)
