@@ -13,6 +13,7 @@ from digitnet.data.augment import (
     elastic_displacement,
     gaussian_kernel,
     gaussian_smooth,
+    smoothing_matrix,
 )
 from digitnet.errors import ConfigError
 
@@ -151,6 +152,8 @@ def test_gaussian_smooth_is_a_separable_2d_gaussian():
     expected = np.outer(kernel, kernel)
     np.testing.assert_allclose(smoothed[20 - radius:21 + radius, 20 - radius:21 + radius], expected, atol=1e-7)
     assert smoothed.sum() == pytest.approx(1.0, abs=1e-5)
+    matrix = smoothing_matrix(10, 4.0)                  # a kernel longer than the signal
+    np.testing.assert_allclose(matrix.sum(axis=1), 1.0, rtol=1e-6)
     constant = np.full((2, 10, 12), 3.0, dtype=np.float32)
     np.testing.assert_allclose(gaussian_smooth(constant, 4.0), 3.0, rtol=1e-5)   # radius > size works
 

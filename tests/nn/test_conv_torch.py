@@ -78,7 +78,8 @@ def test_conv2d_matches_torch(torch, config, algorithm, dtype, rng):
 
 
 # (kernel, stride, height, width)
-POOL_CONFIGS = [(2, 2, 28, 28), (2, 2, 7, 7), (3, 2, 9, 8), (3, 1, 6, 6), ((2, 3), (2, 1), 8, 9)]
+POOL_CONFIGS = [(2, 2, 28, 28), (2, 2, 7, 7), (3, 2, 9, 8), (3, 1, 6, 6), ((2, 3), (2, 1), 8, 9),
+                ((3, 1), (1, 2), 8, 7)]
 
 
 @pytest.mark.parametrize("config", POOL_CONFIGS)

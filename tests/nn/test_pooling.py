@@ -23,6 +23,8 @@ WINDOWS = [
     ((2, 3), (1, 2), 6, 7),   # rectangular window, per-axis stride
     (3, None, 9, 9),          # 9 offsets: an odd number of players in the max tournament
     (1, 2, 5, 5),             # 1x1 windows (a strided subsample)
+    ((3, 1), (1, 2), 8, 7),   # one column per window: the W step is a plain view
+    ((1, 3), (2, 1), 7, 8),   # one row per window
 ]
 
 
