@@ -191,3 +191,28 @@ def test_real_mnist_subset_reaches_an_accuracy_floor(mnist_train, mnist_test):
         rng=np.random.default_rng(0))
     _, acc = evaluate(model, SoftmaxCrossEntropy(), mnist_test.head(2000))
     assert acc > 0.90
+
+
+def test_small_networks_train_with_one_blas_thread_large_ones_with_the_default():
+    import os
+
+    from digitnet.nn.conv import Conv2D
+    from digitnet.nn.layers import Dense, Flatten
+    from digitnet.nn.pooling import MaxPool2D
+    from digitnet.train import SMALL_MATMUL_FLOPS, blas_threads_for, largest_matmul_flops
+
+    small = Sequential.from_spec("784-128-64-10")
+    assert largest_matmul_flops(small, 128) == 2 * 128 * 784 * 128          # x @ W of the first layer
+    cnn = Sequential([Conv2D(1, 8, 3, padding=1), MaxPool2D(2), Flatten(), Dense(8 * 14 * 14, 10)],
+                     input_shape=(1, 28, 28))
+    assert largest_matmul_flops(cnn, 4) == max(2 * 4 * 8 * 9 * 28 * 28, 2 * 4 * 8 * 14 * 14 * 10)
+    assert largest_matmul_flops(Sequential.from_spec("784-800-10"), 128) >= SMALL_MATMUL_FLOPS
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if "OPENBLAS_NUM_THREADS" in os.environ or "OMP_NUM_THREADS" in os.environ:
+        pytest.skip("an explicit BLAS thread count in the environment wins")
+    with blas_threads_for(small, 128):
+        assert all(info["num_threads"] == 1 for info in threadpoolctl.threadpool_info()
+                   if info["user_api"] == "blas")
+    before = [info["num_threads"] for info in threadpoolctl.threadpool_info()]
+    with blas_threads_for(Sequential.from_spec("784-800-10"), 128):
+        assert [info["num_threads"] for info in threadpoolctl.threadpool_info()] == before
