@@ -10,10 +10,10 @@ def test_every_preset_loads_and_builds():
         config = load_preset(name)
         assert config.preset == name
         assert config.description, f"{name} needs a description for --help"
-        if config.layers is None:  # CNN presets are built in the CNN tests
-            rngs = seed_generators(0)
-            model = build_model(config, rngs["init"], rngs["dropout"])
-            assert model.output_shapes()[-1] == (10,)
+        rngs = seed_generators(0)
+        model = build_model(config, rngs["init"], rngs["dropout"])
+        assert model.output_shapes()[-1] == (10,)
+        assert model.input_shape == ((784,) if config.layers is None else (1, 28, 28))
 
 
 def test_seed_presets_match_the_projects_they_reproduce():
