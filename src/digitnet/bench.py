@@ -593,7 +593,8 @@ def run_benchmark(config: BenchConfig, *, epochs: int | None = None, quick: bool
     }
     result["inference"] = inference_times(runs[0], runs[1], test, quick)
     torch = runs[1].torch
-    result["versions"] = {"torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+    result["versions"] = {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+                          "torch_blas": "mkl" if torch.backends.mkl.is_available() else "other"}
     if use_sklearn:
         import sklearn as sk
 
@@ -694,7 +695,9 @@ def main(argv: list[str] | None = None, default_out: Path | None = None) -> int:
 def add_arguments(parser) -> None:
     parser.add_argument("configs", nargs="*", metavar="CONFIG",
                         help=f"configurations to run (default: all): {', '.join(CONFIGS)}")
-    parser.add_argument("--epochs", type=int, help="epochs per framework (default: per configuration)")
+    from digitnet.cli.common import positive_int
+
+    parser.add_argument("--epochs", type=positive_int, help="epochs per framework (default: per configuration)")
     parser.add_argument("--quick", action="store_true",
                         help="a small subset and 2 epochs: proves the pipeline, measures nothing")
     parser.add_argument("--out", metavar="DIR", help=f"where the JSON and Markdown go (default {DEFAULT_RESULTS})")
@@ -712,8 +715,8 @@ def run_from_args(args, default_out: Path | None = None) -> int:
     if unknown:
         raise ConfigError(f"unknown benchmark configuration(s) {', '.join(unknown)}; "
                           f"choose from {', '.join(CONFIGS)}")
-    if args.epochs is not None and args.epochs < 1:
-        raise ConfigError("--epochs must be >= 1")
+    if args.only_train_memory and not args.train_memory:
+        raise ConfigError("--only-train-memory needs --train-memory PRESET")
     _require("torch", "PyTorch")
     if not args.no_sklearn:
         _require("sklearn", "scikit-learn")
@@ -721,6 +724,10 @@ def run_from_args(args, default_out: Path | None = None) -> int:
     note = openblas_warning()
     if note:
         print(note, file=sys.stderr)
+    load = os.getloadavg()[0]
+    if load > 1.0:
+        print(f"note: the load average is {load:.1f}: other programs are running and the figures will be "
+              "noisy (the JSON records the load before and after)", file=sys.stderr)
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
