@@ -144,6 +144,19 @@ def test_one_layer_handles_several_image_sizes(rng):
             np.testing.assert_allclose(conv.forward(x.astype(np.float32)), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("algorithm", ["im2col", "fourier"])
+def test_single_image_and_empty_batches(algorithm, rng):
+    conv = Conv2D(2, 3, 3, padding=1, rng=rng, algorithm=algorithm)
+    one = rng.standard_normal((1, 2, 5, 5))
+    expected = reference_conv(one, conv.params["weights"], conv.params["bias"], (1, 1), (1, 1))
+    np.testing.assert_allclose(conv.forward(one.astype(np.float32), training=True), expected, atol=1e-5)
+    empty = np.zeros((0, 2, 5, 5), dtype=np.float32)
+    assert conv.forward(empty).shape == (0, 3, 5, 5)
+    y = conv.forward(empty, training=True)
+    assert conv.backward(np.zeros_like(y)).shape == (0, 2, 5, 5)
+    np.testing.assert_array_equal(conv.grads["weights"], 0)
+
+
 def test_skipping_the_input_gradient_still_fills_the_parameter_gradients(rng):
     conv = Conv2D(1, 4, 3, padding=1, rng=rng)
     x = rng.standard_normal((2, 1, 6, 6)).astype(np.float32)
@@ -158,10 +171,11 @@ def test_skipping_the_input_gradient_still_fills_the_parameter_gradients(rng):
         np.testing.assert_array_equal(conv.grads[key], expected[key])
 
 
-@pytest.mark.parametrize("algorithm", ["im2col", "fourier"])
-def test_inference_in_chunks_equals_training_forward(algorithm, rng, monkeypatch):
-    conv = Conv2D(2, 3, 3, padding=1, rng=rng, algorithm=algorithm)
-    x = rng.standard_normal((7, 2, 6, 6)).astype(np.float32)
+@pytest.mark.parametrize(("channels", "algorithm"), [(1, "im2col"), (2, "im2col"), (2, "fourier")])
+def test_inference_in_chunks_equals_training_forward(channels, algorithm, rng, monkeypatch):
+    conv = Conv2D(channels, 3, 3, padding=1, rng=rng, algorithm=algorithm)
+    conv.params["bias"][...] = [1, -2, 3]
+    x = rng.standard_normal((7, channels, 6, 6)).astype(np.float32)
     full = conv.forward(x, training=True).copy()
     # a tiny budget forces one image per chunk
     monkeypatch.setattr(conv_module, "INFERENCE_BYTES", 1)

@@ -215,6 +215,9 @@ class Conv2D(Layer):
         dtype = np.result_type(x, self.params["weights"])
         y = self.output_buffer("y", (batch, self.out_channels, out_h, out_w), dtype, training)
         fourier = self.uses_fourier()
+        if batch == 0:                    # nothing to compute (and reshapes of empty arrays are ambiguous)
+            self._cache = {"algorithm": "empty", "x_shape": x.shape} if training else None
+            return y
         if training:
             self._cache = (self._forward_fourier if fourier else self._forward_im2col)(x, y, "")
             return y
@@ -242,9 +245,10 @@ class Conv2D(Layer):
         x_pad = self._padded_input(x, y.dtype, prefix)
         cols = self._im2col(x_pad, out_h, out_w, prefix)
         if cols.ndim == 3:
-            # C_in = 1: cols is [K, B, H_out*W_out]; one product per image writes NCHW directly
-            np.matmul(w_mat, cols.transpose(1, 0, 2), out=y.reshape(batch, out_channels, -1))
-            y += bias[:, None, None]
+            # C_in = 1: cols is [K + 1, B, H_out*W_out] whose last row is ones, so with the bias as
+            # an extra column of W_mat one product per image writes y (NCHW) bias included
+            w_bias = np.concatenate([w_mat, bias[:, None]], axis=1)
+            np.matmul(w_bias, cols.transpose(1, 0, 2), out=y.reshape(batch, out_channels, -1))
         else:
             # y_mat = W_mat @ cols.T is channel-major [C_out, P]; the bias goes onto its contiguous
             # rows, then one copy moving runs of H_out*W_out floats makes it NCHW
@@ -278,17 +282,21 @@ class Conv2D(Layer):
     def _im2col(self, x_pad: np.ndarray, out_h: int, out_w: int, prefix: str) -> np.ndarray:
         """The patches ``cols[(b, h, w), (i, j, c)] = x_pad[b, h*sH + i, w*sW + j, c]``, one copy from a window view.
 
-        Returns ``[P, K]``, or for C_in = 1 the offset-major ``[K, B, H_out*W_out]`` (whose copy
-        moves whole image rows instead of single floats).
+        Returns ``[P, K]``, or for C_in = 1 the offset-major ``[K + 1, B, H_out*W_out]`` (whose copy
+        moves whole image rows instead of single floats) with a last row of ones for the bias.
         """
         batch, _, _, channels = x_pad.shape
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
         # windows[b, h, w, c, i, j] = x_pad[b, h*sH + i, w*sW + j, c]   (a view, no copy)
         windows = sliding_window_view(x_pad, (kh, kw), axis=(1, 2))[:, ::sh, ::sw][:, :out_h, :out_w]
         if channels == 1:
-            cols_t = self.work_buffer(prefix + "cols", (kh, kw, batch, out_h, out_w), x_pad.dtype)
-            np.copyto(cols_t, windows[:, :, :, 0].transpose(3, 4, 0, 1, 2))
-            return cols_t.reshape(kh * kw, batch, out_h * out_w)
+            name, shape = prefix + "cols", (kh * kw + 1, batch, out_h, out_w)
+            old = self._work.get(name)
+            cols_t = self.work_buffer(name, shape, x_pad.dtype)
+            if old is None or old.shape != shape or old.dtype != x_pad.dtype:
+                cols_t[-1] = 1                # the row of ones that carries the bias; never overwritten
+            np.copyto(cols_t[:-1].reshape(kh, kw, batch, out_h, out_w), windows[:, :, :, 0].transpose(3, 4, 0, 1, 2))
+            return cols_t.reshape(kh * kw + 1, batch, out_h * out_w)
         cols = self.work_buffer(prefix + "cols", (batch, out_h, out_w, kh, kw, channels), x_pad.dtype)
         np.copyto(cols, windows.transpose(0, 1, 2, 4, 5, 3))
         return cols.reshape(batch * out_h * out_w, -1)
@@ -318,11 +326,12 @@ class Conv2D(Layer):
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         if self._cache is None:
             raise RuntimeError("Conv2D.backward needs a forward(x, training=True) first")
+        if self._cache["algorithm"] == "empty":
+            for grad in self.grads.values():
+                grad.fill(0)
+            return None if not self.compute_input_grad else np.zeros(self._cache["x_shape"], grad_out.dtype)
         if self._cache["algorithm"] == "fourier":
             return self._backward_fourier(grad_out)
-        # dL/dbias[o] = sum_{b, h, w} grad_out[b, o, h, w] (einsum: 2x faster than sum over axes (0, 2, 3))
-        batch, out_channels = grad_out.shape[:2]
-        np.einsum("bos->o", grad_out.reshape(batch, out_channels, -1), out=self.grads["bias"])
         return self._backward_im2col(grad_out)
 
     def _backward_im2col(self, grad_out: np.ndarray) -> np.ndarray | None:
@@ -332,11 +341,16 @@ class Conv2D(Layer):
         kh, kw = self.kernel_size
         g_mat = None
         if cols.ndim == 3:
-            # C_in = 1: dL/dW_mat = sum_b grad_out[b] @ cols[:, b].T, one small product per image
+            # C_in = 1: [dL/dW_mat, dL/dbias] = sum_b grad_out[b] @ cols[:, b].T, one small product
+            # per image (the row of ones in cols gives the bias gradient as the last column)
             per_image = self.work_buffer("grad_w_per_image", (batch, out_channels, cols.shape[0]), dtype)
             np.matmul(grad_out.reshape(batch, out_channels, -1), cols.transpose(1, 2, 0), out=per_image)
-            grad_w_mat = per_image.sum(axis=0)
+            total = per_image.sum(axis=0)
+            grad_w_mat = total[:, :-1]
+            self.grads["bias"][...] = total[:, -1]
         else:
+            # dL/dbias[o] = sum_{b, h, w} grad_out[b, o, h, w] (einsum: 2x faster than sum over axes)
+            np.einsum("bos->o", grad_out.reshape(batch, out_channels, -1), out=self.grads["bias"])
             g_mat = self._channel_major(grad_out)
             grad_w_mat = self.work_buffer("grad_w_mat", (out_channels, cols.shape[1]), dtype)
             np.matmul(g_mat, cols, out=grad_w_mat)                          # dL/dW_mat = g_mat @ cols
