@@ -293,9 +293,10 @@ def blas_threads_for(model: Sequential, batch_size: int) -> contextlib.AbstractC
 
 
 def evaluate(model: Sequential, loss_fn: Loss, data: Dataset | tuple[np.ndarray, np.ndarray],
-             batch_size: int = 2000) -> tuple[float, float]:
+             batch_size: int | None = None) -> tuple[float, float]:
     """Mean loss and accuracy of ``model`` on labelled data, in inference mode."""
     images, labels = _as_store(data)
+    batch_size = batch_size or model.inference_batch_size
     total_loss, correct, count = 0.0, 0, 0
     for start in range(0, len(images), batch_size):
         x = _to_inputs(images[start:start + batch_size], model.input_shape)
