@@ -26,3 +26,15 @@ def test_read_run_config_of_a_non_run_is_a_config_error(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         read_run_config(tmp_path)
+
+
+@pytest.mark.slow
+def test_cnn_preset_trains_on_a_real_subset(mnist_path, tmp_path):
+    """The cnn-fast architecture, with augmentation, on 4,000 images: well past any chance level."""
+    config = load_preset("cnn-fast").replace(epochs=2, limit_train=4000, seed=0,
+                                             augment={"shift": 1.0, "rotate": 5.0, "scale": 0.05})
+    result = run_training(config, tmp_path, quiet=True, log=lambda m: None)
+    assert result.metrics["test_accuracy"] > 0.93
+    loaded = load_model(tmp_path)
+    assert loaded.model.input_shape == (1, 28, 28)
+    assert loaded.metrics["test_accuracy"] == result.metrics["test_accuracy"]
