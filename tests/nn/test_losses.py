@@ -130,3 +130,13 @@ def test_make_loss_by_name():
 def test_make_loss_rejects_bad_requests(name, smoothing):
     with pytest.raises(ConfigError):
         make_loss(name, label_smoothing=smoothing)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int32, np.uint32, np.int64, np.uint64])
+def test_cross_entropy_takes_labels_of_any_integer_type(dtype):
+    logits = np.array([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0], [1.0, 1.0, 1.0]], dtype=np.float32)
+    reference = SoftmaxCrossEntropy()
+    expected = reference.forward(logits, np.array([0, 1, 2]))
+    loss = SoftmaxCrossEntropy()
+    assert loss.forward(logits, np.array([0, 1, 2], dtype=dtype)) == expected
+    np.testing.assert_array_equal(loss.backward(), reference.backward())

@@ -54,7 +54,8 @@ def _check_batch(outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     if labels.size and ((labels.dtype.kind != "u" and labels.min() < 0) or labels.max() >= outputs.shape[1]):
         raise DataError(f"labels must be in 0..{outputs.shape[1] - 1} for {outputs.shape[1]} outputs, "
                         f"got {int(labels.min())}..{int(labels.max())}")
-    return labels
+    # uint64 does not mix with intp indices (NumPy would promote to float64); smaller types do, uncopied
+    return labels.astype(np.intp) if labels.dtype == np.uint64 else labels
 
 
 class SoftmaxCrossEntropy(Loss):
