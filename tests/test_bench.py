@@ -62,7 +62,7 @@ def test_quick_benchmark_writes_every_field(tmp_path, mnist_path):
     memory = json.loads((out / "train-memory-mlp-best.json").read_text())
     assert memory["preset"] == "mlp-best" and memory["peak_rss_mb"] > 10 and "error" not in memory
     table = (out / "bench.md").read_text()
-    assert "| 784-128-64-10 ReLU MLP" in table and "matmuls alone (lower bound)" in table
+    assert "| 784-128-64-10 ReLU MLP" in table and "matmuls alone (lower bound)" in table and "| digitnet |" in table
     assert "digitnet train --preset mlp-best" in table
 
 
