@@ -410,8 +410,11 @@ class MatmulBound:
 # ----------------------------------------------------------------------------------------------
 # Inference and memory
 # ----------------------------------------------------------------------------------------------
-def _median_time(fn: Callable[[], Any], repeats: int) -> float:
+def _median_time(fn: Callable[[], Any], repeats: int, budget: float = 5.0) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` calls (fewer if they would take over ``budget`` s)."""
+    start = time.perf_counter()
     fn()
+    repeats = max(1, min(repeats, int(budget / max(time.perf_counter() - start, 1e-9))))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
