@@ -44,6 +44,8 @@ from digitnet.errors import ConfigError
 DEFAULT_RESULTS = Path("benchmarks") / "results"
 FRAMEWORKS = ("digitnet", "torch", "sklearn")
 SEED = 0
+#: pause before each timed epoch (see run_benchmark)
+SETTLE_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -562,6 +564,9 @@ def run_benchmark(config: BenchConfig, *, epochs: int | None = None, quick: bool
     for epoch in range(epochs):
         shift = epoch % len(contestants)
         for contestant in contestants[shift:] + contestants[:shift]:   # rotate who goes first
+            # let the previous contestant's idle BLAS/OpenMP threads stop spinning: on 2 vCPUs that
+            # share a core they would slow whoever runs next
+            time.sleep(SETTLE_SECONDS)
             start = time.perf_counter()
             contestant.epoch()
             times[contestant.name].append(time.perf_counter() - start)
