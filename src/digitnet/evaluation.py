@@ -32,13 +32,13 @@ def evaluate_model(loaded, data, *, noise=0.0, rotate=0.0, thickness=0, min_conf
     report.update({"model": str(loaded.path), "data": data.name, "classes": loaded.classes,
                    "damage": {"noise": noise, "rotate": rotate, "thickness": thickness}})
     if min_confidence > 0:
-        confident = probs.max(axis=1) >= min_confidence
-        covered = int(confident.sum())
+        from digitnet.robustness import selective_accuracy
+
+        answered = selective_accuracy(probs, labels, min_confidence)
         report["min_confidence"] = {
             "threshold": min_confidence,
-            "coverage": covered / max(len(labels), 1),
-            "accuracy_on_covered": (float(np.mean(predicted[confident] == labels[confident]))
-                                    if covered else None),
-            "not_sure": int(len(labels) - covered),
+            "coverage": answered["coverage"],
+            "accuracy_on_covered": answered["accuracy"],
+            "not_sure": answered["total"] - answered["answered"],
         }
     return report
