@@ -145,3 +145,20 @@ def test_config_round_trip(cls):
     assert cls(2).config()["stride"] == 2              # stride defaults to the kernel size
     rebuilt = layer_from_config(layer.config())
     assert type(rebuilt) is cls and rebuilt.config() == layer.config()
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 3 * 4 * 6 * 6 * 8 + 4, 1 << 30])
+def test_max_pool_2x2_fast_path_equals_the_general_tournament(chunk_bytes, rng, monkeypatch):
+    """2x2 windows side by side take a chunked fast path; it must give the general path's outputs
+    and gradients, ties included, for one chunk per image, a ragged last chunk, and one chunk."""
+    monkeypatch.setattr("digitnet.nn.pooling.CHUNK_BYTES", chunk_bytes)
+    x = rng.integers(-2, 3, size=(7, 3, 6, 6)).astype(np.float32)     # many ties
+    grad = rng.standard_normal((7, 3, 3, 3)).astype(np.float32)
+    fast, general = MaxPool2D(2), MaxPool2D(2)
+    monkeypatch.setattr(general, "_halves", lambda shape: False)
+    assert fast._halves(x.shape)
+    np.testing.assert_array_equal(fast.forward(x, training=True), general.forward(x, training=True))
+    np.testing.assert_array_equal(fast.backward(grad.copy()), general.backward(grad.copy()))
+    # each window's gradient lands on exactly one input
+    routed = fast.backward(grad.copy())
+    assert np.count_nonzero(routed) == np.count_nonzero(grad)

