@@ -72,17 +72,24 @@ class BenchConfig:
         return f"SGD lr {self.lr:g}, {kind} {self.momentum:g}"
 
 
+#: ReLU after max pooling: the same function and gradients as before it (max commutes with the
+#: monotone ReLU), on 4x fewer values; PyTorch's twin runs the same order.
 CNN_LAYERS: list[dict[str, Any]] = [
     {"type": "Conv2D", "in_channels": 1, "out_channels": 32, "kernel_size": 3, "padding": 1},
-    {"type": "ReLU"},
     {"type": "MaxPool2D", "kernel_size": 2},
+    {"type": "ReLU"},
     {"type": "Conv2D", "in_channels": 32, "out_channels": 64, "kernel_size": 3, "padding": 1},
-    {"type": "ReLU"},
     {"type": "MaxPool2D", "kernel_size": 2},
+    {"type": "ReLU"},
     {"type": "Flatten"},
     {"type": "Dense", "in_features": 64 * 7 * 7, "out_features": 128},
     {"type": "ReLU"},
     {"type": "Dense", "in_features": 128, "out_features": 10},
+]
+
+#: The same with 5x5 kernels: the network of the cnn-fast preset.
+CNN5_LAYERS: list[dict[str, Any]] = [
+    {**layer, "kernel_size": 5, "padding": 2} if layer["type"] == "Conv2D" else layer for layer in CNN_LAYERS
 ]
 
 CONFIGS: dict[str, BenchConfig] = {
@@ -92,6 +99,8 @@ CONFIGS: dict[str, BenchConfig] = {
                            arch="784-800-10", epochs=8),
     "cnn": BenchConfig("cnn", "CNN conv3x3(32)-maxpool-conv3x3(64)-maxpool-fc128-fc10, ReLU", lr=0.02,
                        momentum=0.9, layers=CNN_LAYERS, input_shape=(1, 28, 28), epochs=4, quick_train=256),
+    "cnn-5x5": BenchConfig("cnn-5x5", "CNN conv5x5(32)-maxpool-conv5x5(64)-maxpool-fc128-fc10, ReLU (the cnn-fast network)", lr=0.02,
+                           momentum=0.9, layers=CNN5_LAYERS, input_shape=(1, 28, 28), epochs=4, quick_train=256),
 }
 
 
