@@ -99,8 +99,9 @@ CONFIGS: dict[str, BenchConfig] = {
                            arch="784-800-10", epochs=8),
     "cnn": BenchConfig("cnn", "CNN conv3x3(32)-maxpool-conv3x3(64)-maxpool-fc128-fc10, ReLU", lr=0.02,
                        momentum=0.9, layers=CNN_LAYERS, input_shape=(1, 28, 28), epochs=4, quick_train=256),
-    "cnn-5x5": BenchConfig("cnn-5x5", "CNN conv5x5(32)-maxpool-conv5x5(64)-maxpool-fc128-fc10, ReLU (the cnn-fast network)", lr=0.02,
-                           momentum=0.9, layers=CNN5_LAYERS, input_shape=(1, 28, 28), epochs=4, quick_train=256),
+    "cnn-5x5": BenchConfig("cnn-5x5", "CNN conv5x5(32)-maxpool-conv5x5(64)-maxpool-fc128-fc10, ReLU (cnn-fast)",
+                           lr=0.02, momentum=0.9, layers=CNN5_LAYERS, input_shape=(1, 28, 28), epochs=4,
+                           quick_train=256),
 }
 
 

@@ -10,7 +10,7 @@ import digitnet.nn.conv as conv_module
 from digitnet.errors import ConfigError
 from digitnet.nn import Dense, Flatten, ReLU, Sequential, SoftmaxCrossEntropy, layer_from_config
 from digitnet.nn.batchnorm import BatchNorm
-from digitnet.nn.conv import Conv2D, output_size
+from digitnet.nn.conv import FOURIER_MIN_BATCH, Conv2D, output_size
 from digitnet.nn.gradcheck import check_layer, numeric_gradient, relative_error
 from digitnet.nn.pooling import AvgPool2D, MaxPool2D
 
@@ -133,6 +133,20 @@ def test_auto_picks_fourier_for_stride_one_multi_channel_layers():
     assert not Conv2D(32, 64, 1).uses_fourier()                      # 1x1 kernels: im2col
     assert not Conv2D(32, 64, 5, algorithm="im2col").uses_fourier()
     assert Conv2D(1, 8, 3, algorithm="fourier").uses_fourier()
+    # a few images: the kernels' transform would dominate, so "auto" takes im2col
+    assert not Conv2D(32, 64, 3, padding=1).uses_fourier(batch=FOURIER_MIN_BATCH - 1)
+    assert Conv2D(32, 64, 3, padding=1).uses_fourier(batch=FOURIER_MIN_BATCH)
+    assert Conv2D(32, 64, 3, padding=1, algorithm="fourier").uses_fourier(batch=1)
+
+
+def test_auto_gives_the_same_numbers_for_one_image_and_for_a_batch(rng):
+    """One image goes through im2col, a batch through Fourier: the outputs agree to float32 rounding."""
+    conv = Conv2D(8, 16, 3, padding=1, rng=rng)
+    x = rng.standard_normal((FOURIER_MIN_BATCH, 8, 14, 14)).astype(np.float32)
+    batch = conv.forward(x, training=False)
+    for i in (0, FOURIER_MIN_BATCH - 1):
+        np.testing.assert_allclose(conv.forward(x[i:i + 1], training=False)[0], batch[i], rtol=0,
+                                   atol=2e-5 * np.abs(batch).max())
 
 
 def test_one_layer_handles_several_image_sizes(rng):
