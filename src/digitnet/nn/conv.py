@@ -406,8 +406,7 @@ class Conv2D(Layer):
         np.sum(g_spec[0].real, axis=0, out=self.grads["bias"])
         grad_w_spec = buffer("grad_w_spec", kernel_spec.shape, plan.complex)
         np.matmul(x_spec.transpose(0, 2, 1), g_spec, out=grad_w_spec)                      # conj(DW)
-        np.conjugate(grad_w_spec, out=grad_w_spec)
-        np.copyto(self.grads["weights"], plan.kernel_from_spectrum(grad_w_spec))
+        np.copyto(self.grads["weights"], plan.kernel_from_spectrum(grad_w_spec, conjugated=True))
         if not self.compute_input_grad:
             return None
         grad_x_spec = buffer("grad_x_spec", x_spec.shape, plan.complex)

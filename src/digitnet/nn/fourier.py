@@ -75,12 +75,16 @@ class FourierPlan:
         # inverse transforms: outputs y from Y* (sign -1), input gradient from DX (sign +1)
         self.y_h, self.y_w = self._inverse_pair(self.out_h, self.out_w, (0, 0), sign=-1, norm=norm)
         self.dx_h, self.dx_w = self._inverse_pair(height, width, (ph, pw), sign=+1, norm=norm)
-        # kernel transforms: Wf[k] = sum_{i,j} w[i, j] e^{-i theta}, and back to kernel offsets
-        self.kernel_h = self._phase(np.arange(self.freq_h), np.arange(kh), self.len_h, -1)   # [Lh, kH]
-        self.kernel_w = self._phase(np.arange(kw), np.arange(self.freq_w), self.len_w, -1)   # [kW, Kw]
-        self.kernel_inv_h = self._phase(np.arange(kh), np.arange(self.freq_h), self.len_h, +1)
-        self.kernel_inv_w = (self._phase(np.arange(self.freq_w), np.arange(kw), self.len_w, +1)
-                             * (_half_weights(self.len_w) * norm)[:, None])
+        # kernel transforms, one matrix each over the kH*kW offsets (i, j):
+        # Wf[(kh, kw)] = sum_{i,j} e^{-i theta_h(kh, i)} e^{-i theta_w(j, kw)} w[i, j]          [F, kH*kW]
+        phase_h = self._phase(np.arange(self.freq_h), np.arange(kh), self.len_h, -1)         # [Lh, kH]
+        phase_w = self._phase(np.arange(kw), np.arange(self.freq_w), self.len_w, -1)         # [kW, Kw]
+        self.kernel_forward = np.einsum("ai,jb->abij", phase_h, phase_w).reshape(-1, kh * kw).astype(self.complex)
+        # and back: w[i, j] = Re sum_{kh, kw} e^{+i theta_h} c_kw Wf[kh, kw] e^{+i theta_w} / (Lh Lw)   [kH*kW, F]
+        inv_h = self._phase(np.arange(kh), np.arange(self.freq_h), self.len_h, +1)           # [kH, Lh]
+        inv_w = (self._phase(np.arange(self.freq_w), np.arange(kw), self.len_w, +1)
+                 * (_half_weights(self.len_w) * norm)[:, None])                               # [Kw, kW]
+        self.kernel_inverse = np.einsum("ia,bj->ijab", inv_h, inv_w).reshape(kh * kw, -1).astype(self.complex)
 
     @staticmethod
     def _phase(rows: np.ndarray, cols: np.ndarray, length: int, sign: int) -> np.ndarray:
@@ -147,24 +151,20 @@ class FourierPlan:
     def kernel_spectrum(self, weights: np.ndarray) -> np.ndarray:
         """``Wf [F, C_in, C_out]``: the DFT of each ``[kH, kW]`` kernel zero-padded to ``Lh x Lw``.
 
-        ``Wf[kh, kw] = sum_{i, j} e^{-i theta_h(kh, i)} w[i, j] e^{-i theta_w(j, kw)}``: two small products.
+        One product ``[F, kH*kW] @ [kH*kW, C_in*C_out]`` with the kernels' offsets as rows.
         """
         channels_out, channels_in, kh, kw = weights.shape
-        by_offset = weights.transpose(2, 3, 1, 0).reshape(kh, -1).astype(self.complex)    # [kH, kW*C*O]
-        along_h = np.matmul(self.kernel_h.astype(self.complex), by_offset)                 # [Lh, kW*C*O]
-        spectrum = np.matmul(self.kernel_w.T.astype(self.complex),
-                             along_h.reshape(self.freq_h, kw, -1))                        # [Lh, Kw, C*O]
-        return spectrum.reshape(-1, channels_in, channels_out)
+        by_offset = weights.transpose(2, 3, 1, 0).reshape(kh * kw, -1).astype(self.complex)    # [kH*kW, C*O]
+        return np.matmul(self.kernel_forward, by_offset).reshape(-1, channels_in, channels_out)
 
-    def kernel_from_spectrum(self, spectrum: np.ndarray) -> np.ndarray:
+    def kernel_from_spectrum(self, spectrum: np.ndarray, conjugated: bool = False) -> np.ndarray:
         """Inverse of :meth:`kernel_spectrum` at the ``kH x kW`` offsets: real ``[C_out, C_in, kH, kW]``.
 
-        ``w[i, j] = Re sum_{kh, kw} e^{+i theta_h} c_kw Wf[kh, kw] e^{+i theta_w} / (Lh Lw)``.
+        ``conjugated``: ``spectrum`` holds ``conj(Wf)``. Since ``Re(A conj(z)) = Re(conj(A) z)``,
+        conjugating the small matrix instead saves a pass over the spectrum.
         """
         _, channels_in, channels_out = spectrum.shape
         kh, kw = self.kernel
-        along_h = np.matmul(self.kernel_inv_h.astype(self.complex),
-                            spectrum.reshape(self.freq_h, -1))                             # [kH, Kw*C*O]
-        kernel = np.matmul(self.kernel_inv_w.T.astype(self.complex),
-                           along_h.reshape(kh, self.freq_w, -1))                           # [kH, kW, C*O]
+        inverse = np.conjugate(self.kernel_inverse) if conjugated else self.kernel_inverse
+        kernel = np.matmul(inverse, spectrum.reshape(spectrum.shape[0], -1))                  # [kH*kW, C*O]
         return kernel.real.reshape(kh, kw, channels_in, channels_out).transpose(3, 2, 0, 1)
