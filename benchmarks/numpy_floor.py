@@ -42,46 +42,51 @@ class LeanLoop:
         self.x = np.empty((self.batch, 784), f32)
         self.scratch = np.empty_like(self.weights[0])
         self.lr = f32(0.1)
+        self.rows = np.arange(self.batch)
 
     def epoch(self) -> None:
-        (w1, w2, w3), (b1, b2, b3) = self.weights, self.biases
-        (gw1, gw2, gw3), (h1, h2, z), (g1, g2) = self.grad_weights, self.hidden, self.grad_hidden
-        x, lr, batch, rows = self.x, self.lr, self.batch, np.arange(self.batch)
+        x, batch = self.x, self.batch
         order = self.rng.permutation(len(self.x_all))
         for start in range(0, len(order) - batch + 1, batch):
             idx = order[start:start + batch]
             np.take(self.x_all, idx, axis=0, out=x)
-            y = self.y_all[idx]
-            np.matmul(x, w1, out=h1)
-            h1 += b1
-            np.maximum(h1, 0, out=h1)
-            np.matmul(h1, w2, out=h2)
-            h2 += b2
-            np.maximum(h2, 0, out=h2)
-            np.matmul(h2, w3, out=z)
-            z += b3
-            z -= z.max(axis=1, keepdims=True)            # softmax, then (p - onehot) / B
-            np.exp(z, out=z)
-            z /= z.sum(axis=1, keepdims=True)
-            z[rows, y] -= 1
-            z /= batch
-            np.matmul(h2.T, z, out=gw3)
-            grad_b3 = z.sum(0)
-            np.matmul(z, w3.T, out=g2)
-            g2 *= h2 > 0
-            np.matmul(h1.T, g2, out=gw2)
-            grad_b2 = g2.sum(0)
-            np.matmul(g2, w2.T, out=g1)
-            g1 *= h1 > 0
-            np.matmul(x.T, g1, out=gw1)
-            grad_b1 = g1.sum(0)
-            np.multiply(gw1, lr, out=self.scratch)
-            w1 -= self.scratch
-            w2 -= lr * gw2
-            w3 -= lr * gw3
-            b1 -= lr * grad_b1
-            b2 -= lr * grad_b2
-            b3 -= lr * grad_b3
+            self.step(x, self.y_all[idx])
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> None:
+        """One SGD step on the batch ``x [128, 784]`` float32, ``y [128]`` class indices."""
+        (w1, w2, w3), (b1, b2, b3) = self.weights, self.biases
+        (gw1, gw2, gw3), (h1, h2, z), (g1, g2) = self.grad_weights, self.hidden, self.grad_hidden
+        lr, batch = self.lr, self.batch
+        np.matmul(x, w1, out=h1)
+        h1 += b1
+        np.maximum(h1, 0, out=h1)
+        np.matmul(h1, w2, out=h2)
+        h2 += b2
+        np.maximum(h2, 0, out=h2)
+        np.matmul(h2, w3, out=z)
+        z += b3
+        z -= z.max(axis=1, keepdims=True)            # softmax, then (p - onehot) / B
+        np.exp(z, out=z)
+        z /= z.sum(axis=1, keepdims=True)
+        z[self.rows, y] -= 1
+        z /= batch
+        np.matmul(h2.T, z, out=gw3)
+        grad_b3 = z.sum(0)
+        np.matmul(z, w3.T, out=g2)
+        g2 *= h2 > 0
+        np.matmul(h1.T, g2, out=gw2)
+        grad_b2 = g2.sum(0)
+        np.matmul(g2, w2.T, out=g1)
+        g1 *= h1 > 0
+        np.matmul(x.T, g1, out=gw1)
+        grad_b1 = g1.sum(0)
+        np.multiply(gw1, lr, out=self.scratch)
+        w1 -= self.scratch
+        w2 -= lr * gw2
+        w3 -= lr * gw3
+        b1 -= lr * grad_b1
+        b2 -= lr * grad_b2
+        b3 -= lr * grad_b3
 
 def main(argv: list[str] | None = None) -> int:
     from threadpoolctl import threadpool_limits
