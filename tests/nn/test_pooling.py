@@ -162,3 +162,12 @@ def test_max_pool_2x2_fast_path_equals_the_general_tournament(chunk_bytes, rng, 
     # each window's gradient lands on exactly one input
     routed = fast.backward(grad.copy())
     assert np.count_nonzero(routed) == np.count_nonzero(grad)
+
+
+@pytest.mark.parametrize("cls", [MaxPool2D, AvgPool2D])
+def test_an_empty_batch_passes_through(cls):
+    """A batch of no images (the fast 2x2 path included) gives empty outputs and gradients."""
+    pool = cls(2)
+    y = pool.forward(np.zeros((0, 3, 6, 6), dtype=np.float32), training=True)
+    assert y.shape == (0, 3, 3, 3)
+    assert pool.backward(np.zeros((0, 3, 3, 3), dtype=np.float32)).shape == (0, 3, 6, 6)

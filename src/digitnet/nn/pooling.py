@@ -26,6 +26,7 @@ written out, run over the batch in chunks that fit the L2 cache (see ``CHUNK_BYT
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -171,7 +172,8 @@ class MaxPool2D(_Pool2D):
     @staticmethod
     def _chunks(x: np.ndarray) -> list[slice]:
         """Slices of the batch whose images take about CHUNK_BYTES."""
-        per_chunk = max(1, CHUNK_BYTES // max(1, x[0].nbytes))
+        image_bytes = x.itemsize * math.prod(x.shape[1:])
+        per_chunk = max(1, CHUNK_BYTES // max(1, image_bytes))
         return [slice(start, start + per_chunk) for start in range(0, len(x), per_chunk)]
 
     def _forward_halves(self, x: np.ndarray, y: np.ndarray) -> None:
