@@ -67,9 +67,10 @@ def test_quick_benchmark_writes_every_field(tmp_path, mnist_path):
 
 
 @pytest.mark.torch
-def test_torch_twin_of_the_cnn_computes_the_same_function(rng):
+@pytest.mark.parametrize("name", ["cnn", "cnn-5x5"])
+def test_torch_twin_of_the_cnn_computes_the_same_function(name, rng):
     torch = require_module("torch")
-    model = build_digitnet_model(CONFIGS["cnn"])
+    model = build_digitnet_model(CONFIGS[name])
     net = torch_model_from(model, torch)
     x = rng.random((3, 1, 28, 28), dtype=np.float32)
     with torch.no_grad():
