@@ -10,12 +10,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from tests.conftest import mnist_dir
+from tests.conftest import mnist_dir, require_module
 
 
 @functools.cache
@@ -131,3 +135,28 @@ def row_of_digits(digits: list[np.ndarray], gap: int = 40, size: int = 120) -> n
     for tile in tiles:
         parts += [tile, np.zeros((height, gap), dtype=np.uint8)]
     return 255 - np.concatenate(parts, axis=1)
+
+
+@contextlib.contextmanager
+def serve(app) -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a thread on 127.0.0.1 and a free port; yields its base URL."""
+    import pytest
+
+    uvicorn = require_module("uvicorn")
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                pytest.fail("the uvicorn test server did not start")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        listener.close()

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import pytest
 
 from tests.conftest import require_chromium, require_module
 from tests.web.strokes import STROKES
+from tests.web.support import serve
 from tests.web.test_browser import draw, wait_until
 
 pytestmark = pytest.mark.browser
@@ -18,29 +15,16 @@ pytestmark = pytest.mark.browser
 @pytest.fixture(scope="module")
 def server(loaded_model, mnist_path):
     """A server of its own (its model gets replaced by the one trained here) on 127.0.0.1 and a free port."""
-    uvicorn = require_module("uvicorn")
+    require_module("uvicorn")
     from digitnet.web.server import create_app
 
     app = create_app(loaded_model)
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the uvicorn test server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", app
-    manager = app.state.training
-    if manager.job is not None and manager.job.state in ("loading", "running", "paused", "stopping"):
-        manager.stop()
-    manager.wait(timeout=60)
-    server.should_exit = True
-    thread.join(timeout=10)
-    listener.close()
+    with serve(app) as url:
+        yield url, app
+        manager = app.state.training
+        if manager.job is not None and manager.job.state in ("loading", "running", "paused", "stopping"):
+            manager.stop()
+        manager.wait(timeout=60)
 
 
 @pytest.fixture
