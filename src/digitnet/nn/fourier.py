@@ -85,6 +85,7 @@ class FourierPlan:
         inv_w = (self._phase(np.arange(self.freq_w), np.arange(kw), self.len_w, +1)
                  * (_half_weights(self.len_w) * norm)[:, None])                               # [Kw, kW]
         self.kernel_inverse = np.einsum("ia,bj->ijab", inv_h, inv_w).reshape(kh * kw, -1).astype(self.complex)
+        self.kernel_inverse_conj = np.conjugate(self.kernel_inverse)      # for conj(Wf), see below
 
     @staticmethod
     def _phase(rows: np.ndarray, cols: np.ndarray, length: int, sign: int) -> np.ndarray:
@@ -165,6 +166,6 @@ class FourierPlan:
         """
         _, channels_in, channels_out = spectrum.shape
         kh, kw = self.kernel
-        inverse = np.conjugate(self.kernel_inverse) if conjugated else self.kernel_inverse
+        inverse = self.kernel_inverse_conj if conjugated else self.kernel_inverse
         kernel = np.matmul(inverse, spectrum.reshape(spectrum.shape[0], -1))                  # [kH*kW, C*O]
         return kernel.real.reshape(kh, kw, channels_in, channels_out).transpose(3, 2, 0, 1)

@@ -41,6 +41,8 @@ from digitnet.nn.conv import as_pair, output_size, pair_config, pair_text
 #: L2 cache instead of main memory (for [128, 32, 28, 28] inputs, 6.6 + 6.8 ms per step forward +
 #: backward instead of 8.1 + 8.2).
 CHUNK_BYTES = 1 << 19
+#: MaxPool2D._matches after a fast-path forward (the general path keeps the tournament's matches)
+_HALVES = "halves"
 
 
 class _Pool2D(Layer):
@@ -192,7 +194,7 @@ class MaxPool2D(_Pool2D):
             np.maximum(x_part[..., 0::2], x_part[..., 1::2], out=rows_part)
             np.greater(rows_part[:, :, 1::2], rows_part[:, :, 0::2], out=lower_won[part])  # ties: the upper
             np.maximum(rows_part[:, :, 0::2], rows_part[:, :, 1::2], out=y[part])
-        self._matches = "halves"
+        self._matches = _HALVES
         self._input_shape, self._dtype = x.shape, x.dtype
 
     def _backward_halves(self, grad_out: np.ndarray) -> np.ndarray:
@@ -292,7 +294,7 @@ class MaxPool2D(_Pool2D):
             return None
         if self._matches is None:
             raise RuntimeError("MaxPool2D.backward needs a forward(x, training=True) first")
-        if self._matches == "halves":
+        if self._matches is _HALVES:
             return self._backward_halves(grad_out)
         matches_h, matches_w = self._matches
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
