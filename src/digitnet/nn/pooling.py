@@ -172,10 +172,13 @@ class MaxPool2D(_Pool2D):
         return self.kernel_size == self.stride == (2, 2) and shape[2] % 2 == 0 and shape[3] % 2 == 0
 
     @staticmethod
-    def _chunks(x: np.ndarray) -> list[slice]:
+    def _chunk_images(x: np.ndarray) -> int:
+        """Images per chunk: about CHUNK_BYTES of ``x``, at least one."""
+        return max(1, CHUNK_BYTES // max(1, x.itemsize * math.prod(x.shape[1:])))
+
+    def _chunks(self, x: np.ndarray) -> list[slice]:
         """Slices of the batch whose images take about CHUNK_BYTES."""
-        image_bytes = x.itemsize * math.prod(x.shape[1:])
-        per_chunk = max(1, CHUNK_BYTES // max(1, image_bytes))
+        per_chunk = self._chunk_images(x)
         return [slice(start, start + per_chunk) for start in range(0, len(x), per_chunk)]
 
     def _forward_halves(self, x: np.ndarray, y: np.ndarray) -> None:
@@ -185,11 +188,15 @@ class MaxPool2D(_Pool2D):
         window, then ``lower_won = rows[:, :, 1::2] > rows[:, :, 0::2]`` and ``y = max`` of the rows.
         """
         batch, channels, height, width = x.shape
-        rows = self.work_buffer("rows_max", (batch, channels, height, width // 2), x.dtype)
-        right_won = self.work_buffer("right_won", rows.shape, np.dtype(np.bool_))
+        chunks = self._chunks(x)
+        # row maxima are needed only while their chunk is processed: one chunk-sized buffer, which
+        # stays in cache, instead of a batch-sized one written back to memory
+        rows = self.work_buffer("rows_max", (self._chunk_images(x), channels, height, width // 2), x.dtype)
+        right_won = self.work_buffer("right_won", (batch, channels, height, width // 2), np.dtype(np.bool_))
         lower_won = self.work_buffer("lower_won", y.shape, np.dtype(np.bool_))
-        for part in self._chunks(x):
-            x_part, rows_part = x[part], rows[part]
+        for part in chunks:
+            x_part = x[part]
+            rows_part = rows[:len(x_part)]
             np.greater(x_part[..., 1::2], x_part[..., 0::2], out=right_won[part])   # ties: the left
             np.maximum(x_part[..., 0::2], x_part[..., 1::2], out=rows_part)
             np.greater(rows_part[:, :, 1::2], rows_part[:, :, 0::2], out=lower_won[part])  # ties: the upper
@@ -201,10 +208,11 @@ class MaxPool2D(_Pool2D):
         """Replay of :meth:`_forward_halves`: the winner of each match gets ``g * won``, the loser
         ``g - g * won`` (one pass instead of a ``logical_not`` and a second product)."""
         right_won, lower_won = self._work["right_won"], self._work["lower_won"]
-        grad_rows = self.work_buffer("grad_rows", right_won.shape, self._dtype)
         grad_in = self.work_buffer("grad_in", self._input_shape, self._dtype)
+        grad_rows = self.work_buffer("grad_rows", (self._chunk_images(grad_in), *right_won.shape[1:]), self._dtype)
         for part in self._chunks(grad_in):
-            g, rows, into = grad_out[part], grad_rows[part], grad_in[part]
+            g, into = grad_out[part], grad_in[part]
+            rows = grad_rows[:len(g)]
             np.multiply(g, lower_won[part], out=rows[:, :, 1::2])
             np.subtract(g, rows[:, :, 1::2], out=rows[:, :, 0::2])
             np.multiply(rows, right_won[part], out=into[..., 1::2])
