@@ -51,6 +51,23 @@ def _half_weights(length: int) -> np.ndarray:
     return weights
 
 
+#: :func:`transpose_into` moves this many source rows at a time (about 256 KB of complex64 rows of
+#: 126 values, which stay in the L2 cache while they are read column by column)
+TRANSPOSE_TILE_BYTES = 1 << 18
+
+
+def transpose_into(out: np.ndarray, source: np.ndarray) -> None:
+    """``out[:] = source.T`` for 2-D arrays, in tiles of source rows.
+
+    One ``np.copyto(out, source.T)`` reads the source column by column through the whole array;
+    tiles of rows that fit the L2 cache make the [8192, 126] complex64 transpose of a 64-channel
+    spectrum 1.5 ms -> 1.0 ms.
+    """
+    rows = max(1, TRANSPOSE_TILE_BYTES // max(1, source.itemsize * source.shape[1]))
+    for start in range(0, source.shape[0], rows):
+        np.copyto(out[:, start:start + rows], source[start:start + rows].T)
+
+
 class FourierPlan:
     """DFT matrices for one geometry: image ``H x W``, kernel ``kH x kW``, padding, stride 1.
 
@@ -122,19 +139,19 @@ class FourierPlan:
                  name: str) -> np.ndarray:
         """``[B, Ch, n_h, n_w]`` real -> ``[F, B, Ch]`` complex, ``F = Lh * Kw`` frequencies (h-major).
 
-        Transposes the images to ``[n_h, B, Ch, n_w]`` so both products are single GEMMs:
-        ``A = image @ along_w`` (over W), then ``along_h @ A`` (over H, the leading axis).
+        ``A = images @ along_w`` over W straight from NCHW (one GEMM), one transpose of the half
+        spectrum to ``[n_h, Kw, B, Ch]``, then ``along_h @ A`` over H (one GEMM) writes the
+        frequency-major result. Transposing the images first instead (to put H in front) costs two
+        transposes, 30% slower for 32 or 64 channels of 14x14.
         """
         batch, channels, n_h, n_w = images.shape
-        rows = buffer(name + "_rows", (n_h, batch, channels, n_w), self.real)
-        np.copyto(rows, images.transpose(2, 0, 1, 3))
-        half = buffer(name + "_half", (n_h * batch * channels, 2 * self.freq_w), self.real)
-        np.matmul(rows.reshape(-1, n_w), along_w, out=half)
-        full = buffer(name + "_full", (self.freq_h, batch * channels * self.freq_w), self.complex)
-        np.matmul(along_h, half.view(self.complex).reshape(n_h, -1), out=full)
-        spectrum = buffer(name, (self.freq_h, self.freq_w, batch, channels), self.complex)
-        np.copyto(spectrum, full.reshape(self.freq_h, batch, channels, self.freq_w).transpose(0, 3, 1, 2))
-        return spectrum.reshape(self.freq_h * self.freq_w, batch, channels)
+        half = buffer(name + "_half", (batch * channels * n_h, 2 * self.freq_w), self.real)
+        np.matmul(images.reshape(-1, n_w), along_w, out=half)
+        rows = buffer(name + "_rows", (n_h, self.freq_w, batch, channels), self.complex)
+        transpose_into(rows.reshape(n_h * self.freq_w, -1), half.view(self.complex).reshape(batch * channels, -1))
+        spectrum = buffer(name, (self.freq_h * self.freq_w, batch, channels), self.complex)
+        np.matmul(along_h, rows.reshape(n_h, -1), out=spectrum.reshape(self.freq_h, -1))
+        return spectrum
 
     def inverse(self, spectrum: np.ndarray, along_h: np.ndarray, along_w: np.ndarray, out: np.ndarray,
                 buffer: Buffer, name: str) -> np.ndarray:
