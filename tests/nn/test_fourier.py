@@ -1,0 +1,61 @@
+"""The Fourier plan's transforms against NumPy's FFT, and the tiled transpose they use."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import digitnet.nn.fourier as fourier_module
+from digitnet.nn.fourier import FourierPlan, transpose_into
+
+
+def _buffer():
+    store: dict[str, np.ndarray] = {}
+
+    def buffer(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        if name not in store or store[name].shape != shape:
+            store[name] = np.empty(shape, dtype)
+        return store[name]
+
+    return buffer
+
+
+def _frequency_major(spectrum: np.ndarray) -> np.ndarray:
+    """``[B, C, Lh, Kw]`` (NumPy's rfft2 layout) -> the plan's ``[Lh * Kw, B, C]``."""
+    batch, channels = spectrum.shape[:2]
+    return spectrum.transpose(2, 3, 0, 1).reshape(-1, batch, channels)
+
+
+@pytest.mark.parametrize(("size", "kernel", "padding"), [(14, 3, 1), (14, 5, 2), (7, 3, 1), (9, 4, 0)])
+def test_spectra_equal_numpy_rfft2_of_the_padded_images(size, kernel, padding, rng):
+    plan = FourierPlan(size, size, (kernel, kernel), (padding, padding), np.float64)
+    images = rng.standard_normal((3, 5, size, size))
+    padded = np.pad(images, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    # the input's spectrum is kept conjugated (X* = DFT with e^{+i theta}) at its padded position
+    x_spec = plan.spectrum(images, plan.x_w, plan.x_h, _buffer(), "x")
+    np.testing.assert_allclose(x_spec, _frequency_major(np.conj(np.fft.rfft2(padded))), atol=1e-9)
+    # the output gradient's spectrum is the plain DFT of g zero-padded to Lh x Lw at the origin
+    grads = rng.standard_normal((3, 4, plan.out_h, plan.out_w))
+    frame = np.zeros((3, 4, plan.len_h, plan.len_w))
+    frame[:, :, :plan.out_h, :plan.out_w] = grads
+    g_spec = plan.spectrum(grads, plan.g_w, plan.g_h, _buffer(), "g")
+    np.testing.assert_allclose(g_spec, _frequency_major(np.fft.rfft2(frame)), atol=1e-9)
+
+
+def test_inverse_undoes_the_forward_transform(rng):
+    plan = FourierPlan(14, 14, (3, 3), (1, 1), np.float64)
+    grads = rng.standard_normal((2, 3, 14, 14))
+    g_spec = plan.spectrum(grads, plan.g_w, plan.g_h, _buffer(), "g")
+    back = np.empty_like(grads)
+    # y_h/y_w invert the e^{-i theta} transform at the output positions: exactly what g_w/g_h computed
+    plan.inverse(np.conj(g_spec), plan.y_h, plan.y_w, back, _buffer(), "inv")
+    np.testing.assert_allclose(back, grads, atol=1e-9)
+
+
+@pytest.mark.parametrize("tile_bytes", [1, 3 * 16, 1 << 18])
+def test_transpose_into_equals_the_transpose_with_ragged_tiles(tile_bytes, rng, monkeypatch):
+    monkeypatch.setattr(fourier_module, "TRANSPOSE_TILE_BYTES", tile_bytes)
+    source = (rng.standard_normal((37, 5)) + 1j * rng.standard_normal((37, 5))).astype(np.complex64)
+    out = np.empty((5, 37), np.complex64)
+    transpose_into(out, source)
+    np.testing.assert_array_equal(out, source.T)
