@@ -388,3 +388,71 @@ def test_a_small_cnn_reads_real_digits(mnist_train, mnist_test):
     test_x = mnist_test.images[:1000].astype(np.float32)[:, None] / 255
     accuracy = np.mean(model.predict(test_x) == mnist_test.labels[:1000])
     assert accuracy > 0.95, accuracy
+
+
+def _pooling_cnn(kernel: int, in_channels: int = 1, size: int = 12, pool=None) -> Sequential:
+    """conv(kernel, "same") -> pool (2x2 max unless given) -> ReLU -> Dense, with integer conv weights
+    so that the convolution's outputs tie often (ties must route the gradient as the layers do)."""
+    conv = Conv2D(in_channels, 4, kernel, padding=kernel // 2, rng=np.random.default_rng(3))
+    conv.params["weights"][...] = np.random.default_rng(5).integers(-1, 2, conv.params["weights"].shape)
+    conv.params["bias"][...] = [0.0, 1.0, -1.0, 0.5]
+    pool = pool if pool is not None else MaxPool2D(2)
+    flat = 4 * (size // 2) ** 2
+    layers = [conv, pool, ReLU(), Flatten(), Dense(flat, 3, rng=np.random.default_rng(4))]
+    return Sequential(layers, input_shape=(in_channels, size, size))
+
+
+def _layer_by_layer(model: Sequential, x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Output and gradients of one training step run through each layer's own forward/backward."""
+    loss = SoftmaxCrossEntropy()
+    h = x
+    for layer in model.layers:
+        h = layer.forward(h, training=True)
+    output = h.copy()
+    loss.forward(h, labels)
+    grad = loss.backward()
+    for layer in reversed(model.layers):
+        grad = layer.backward(grad)
+        if grad is None:
+            break
+    return output, {name: g.copy() for name, _, g in model.named_parameters()}
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2 * 4 * 12 * 12 * 4 + 4, 1 << 30])
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_a_first_convolution_and_its_max_pooling_train_in_chunks_with_the_same_numbers(chunk_bytes, kernel, rng,
+                                                                                        monkeypatch):
+    """Sequential trains a first Conv2D and the 2x2 MaxPool2D after it together, chunk by chunk: the
+    outputs and every gradient equal those of the layers run one after the other, bit for bit, for one
+    image per chunk, a ragged last chunk and a single chunk."""
+    monkeypatch.setattr("digitnet.nn.pooling.CHUNK_BYTES", chunk_bytes)
+    x = rng.integers(0, 3, (7, 1, 12, 12)).astype(np.float32)
+    labels = rng.integers(0, 3, 7)
+    separate, together = _pooling_cnn(kernel), _pooling_cnn(kernel)
+    expected_output, expected_grads = _layer_by_layer(separate, x, labels)
+    loss = SoftmaxCrossEntropy()
+    output = together.forward(x, training=True)
+    assert together._pooled_in_chunks == {0} and "y_chunk" in together.layers[0]._work
+    np.testing.assert_array_equal(output, expected_output)
+    loss.forward(output, labels)
+    assert together.backward(loss.backward()) is None
+    for name, _, grad in together.named_parameters():
+        np.testing.assert_array_equal(grad, expected_grads[name], err_msg=name)
+    # and the pooling's own backward still works after a chunked forward (its masks are whole)
+    routed = together.layers[1].backward(np.ones((7, 4, 6, 6), np.float32))
+    assert routed.shape == (7, 4, 12, 12) and np.count_nonzero(routed) == 7 * 4 * 36
+
+
+@pytest.mark.parametrize("case", ["two input channels", "odd size", "average pooling", "input gradient",
+                                  "inference"])
+def test_convolution_and_pooling_run_separately_where_chunks_do_not_apply(case, rng):
+    model = {"two input channels": lambda: _pooling_cnn(3, in_channels=2),
+             "odd size": lambda: Sequential([Conv2D(1, 4, 3, rng=rng), MaxPool2D(2), Flatten(), Dense(144, 3, rng=rng)],
+                                            input_shape=(1, 15, 15)),
+             "average pooling": lambda: _pooling_cnn(3, pool=AvgPool2D(2))}.get(case, lambda: _pooling_cnn(3))()
+    if case == "input gradient":
+        model.layers[0].compute_input_grad = True
+    x = rng.standard_normal((5, *model.input_shape)).astype(np.float32)
+    output = model.forward(x, training=case != "inference")
+    assert model._pooled_in_chunks == set()
+    assert output.shape == (5, 3)

@@ -13,6 +13,7 @@ import numpy as np
 from digitnet.errors import ConfigError
 from digitnet.nn.activations import Sigmoid, Softmax, activation_layer, activation_name, softmax
 from digitnet.nn.base import Layer, layer_from_config
+from digitnet.nn.conv import Conv2D
 from digitnet.nn.init import default_init
 from digitnet.nn.layers import Dense, Dropout
 
@@ -86,6 +87,7 @@ class Sequential:
             if layer.params:
                 break
         self.output_shapes()  # validates that the layer sizes fit together
+        self._pooled_in_chunks: set[int] = set()      # see forward
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -184,8 +186,22 @@ class Sequential:
         ``training=True`` turns dropout on and lets layers reuse their output buffers (the
         result is valid until the next training forward); ``training=False`` returns fresh arrays.
         """
-        for layer in self.layers:
-            x = layer.forward(x, training)
+        # a first convolution and the 2x2 max pooling after it train together, chunk by chunk
+        # (Conv2D.forward_pooled: the same numbers without a round trip of the convolution's output
+        # through memory); backward must then take the same route
+        self._pooled_in_chunks = set()
+        layers = self.layers
+        index = 0
+        while index < len(layers):
+            layer = layers[index]
+            after = layers[index + 1] if index + 1 < len(layers) else None
+            if training and isinstance(layer, Conv2D) and after is not None and layer.pools_in_chunks(after, x):
+                x = layer.forward_pooled(x, after)
+                self._pooled_in_chunks.add(index)
+                index += 2
+            else:
+                x = layer.forward(x, training)
+                index += 1
         return x
 
     __call__ = forward
@@ -206,10 +222,13 @@ class Sequential:
         overwritten.
         """
         grad = grad_out
-        for layer in reversed(self.layers):
-            if grad is None:
-                break
-            grad = layer.backward(grad)
+        index = len(self.layers) - 1
+        while index >= 0 and grad is not None:
+            if index - 1 in self._pooled_in_chunks:          # see forward: no dL/dx below this pair
+                self.layers[index - 1].backward_pooled(grad, self.layers[index])
+                return None
+            grad = self.layers[index].backward(grad)
+            index -= 1
         return grad
 
     @property

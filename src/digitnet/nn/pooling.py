@@ -147,11 +147,10 @@ class MaxPool2D(_Pool2D):
         out_h, out_w = self._check_input(x)
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
         batch, channels, height, _ = x.shape
-        y = self.output_buffer("y", (batch, channels, out_h, out_w), x.dtype, training)
         self._matches = None
-        if training and self._halves(x.shape):
-            self._forward_halves(x, y)
-            return y
+        if training and self.takes_fast_path(x.shape):
+            return self._forward_halves(x)
+        y = self.output_buffer("y", (batch, channels, out_h, out_w), x.dtype, training)
         # along W: [B, C, H, W_out] (a plain view when kW = 1), then along H into y
         if kw == 1:
             rows_max = x[:, :, :, ::sw][:, :, :, :out_w]
@@ -167,56 +166,70 @@ class MaxPool2D(_Pool2D):
         return y
 
     # -- the fast path: 2x2 windows side by side, even H and W ------------------------------------
-    def _halves(self, shape: tuple[int, ...]) -> bool:
-        """Whether the 2x2 fast path applies: kernel = stride = 2 and every input in one window."""
+    def takes_fast_path(self, shape: tuple[int, ...]) -> bool:
+        """Whether training on inputs of ``shape`` takes the 2x2 fast path: kernel = stride = 2, every
+        input in exactly one window."""
         return self.kernel_size == self.stride == (2, 2) and shape[2] % 2 == 0 and shape[3] % 2 == 0
 
-    @staticmethod
-    def _chunk_images(x: np.ndarray) -> int:
-        """Images per chunk: about CHUNK_BYTES of ``x``, at least one."""
-        return max(1, CHUNK_BYTES // max(1, x.itemsize * math.prod(x.shape[1:])))
+    def fast_path_chunks(self, shape: tuple[int, ...], dtype: np.dtype) -> list[slice]:
+        """Slices of the batch whose input images take about CHUNK_BYTES (at least one image each)."""
+        per_chunk = max(1, CHUNK_BYTES // max(1, np.dtype(dtype).itemsize * math.prod(shape[1:])))
+        return [slice(start, start + per_chunk) for start in range(0, shape[0], per_chunk)]
 
-    def _chunks(self, x: np.ndarray) -> list[slice]:
-        """Slices of the batch whose images take about CHUNK_BYTES."""
-        per_chunk = self._chunk_images(x)
-        return [slice(start, start + per_chunk) for start in range(0, len(x), per_chunk)]
+    def start_fast_forward(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """Prepare a fast-path training forward of an input of ``shape``; returns the output ``y``.
 
-    def _forward_halves(self, x: np.ndarray, y: np.ndarray) -> None:
-        """The tournament of the general case, written out for 2x2 windows, chunk by chunk.
+        :meth:`fast_forward_chunk` then fills ``y`` chunk by chunk (see :meth:`fast_path_chunks`).
+        Row maxima are needed only while their chunk is processed: one chunk-sized buffer, which
+        stays in cache, instead of a batch-sized one written back to memory.
+        """
+        batch, channels, height, width = shape
+        chunk = self.fast_path_chunks(shape, dtype)[:1]
+        images = chunk[0].stop - chunk[0].start if chunk else 1
+        self.work_buffer("rows_max", (images, channels, height, width // 2), dtype)
+        self.work_buffer("right_won", (batch, channels, height, width // 2), np.dtype(np.bool_))
+        self.work_buffer("lower_won", (batch, channels, height // 2, width // 2), np.dtype(np.bool_))
+        self._matches = _HALVES
+        self._input_shape, self._dtype = tuple(shape), np.dtype(dtype)
+        return self.work_buffer("y", (batch, channels, height // 2, width // 2), dtype)
+
+    def fast_forward_chunk(self, x_part: np.ndarray, part: slice, y: np.ndarray) -> None:
+        """The tournament of the general case written out for 2x2 windows, on the images ``part``.
 
         ``right_won = x[..., 1::2] > x[..., 0::2]`` and ``rows = max`` of the two columns of each
         window, then ``lower_won = rows[:, :, 1::2] > rows[:, :, 0::2]`` and ``y = max`` of the rows.
         """
-        batch, channels, height, width = x.shape
-        chunks = self._chunks(x)
-        # row maxima are needed only while their chunk is processed: one chunk-sized buffer, which
-        # stays in cache, instead of a batch-sized one written back to memory
-        rows = self.work_buffer("rows_max", (self._chunk_images(x), channels, height, width // 2), x.dtype)
-        right_won = self.work_buffer("right_won", (batch, channels, height, width // 2), np.dtype(np.bool_))
-        lower_won = self.work_buffer("lower_won", y.shape, np.dtype(np.bool_))
-        for part in chunks:
-            x_part = x[part]
-            rows_part = rows[:len(x_part)]
-            np.greater(x_part[..., 1::2], x_part[..., 0::2], out=right_won[part])   # ties: the left
-            np.maximum(x_part[..., 0::2], x_part[..., 1::2], out=rows_part)
-            np.greater(rows_part[:, :, 1::2], rows_part[:, :, 0::2], out=lower_won[part])  # ties: the upper
-            np.maximum(rows_part[:, :, 0::2], rows_part[:, :, 1::2], out=y[part])
-        self._matches = _HALVES
-        self._input_shape, self._dtype = x.shape, x.dtype
+        right_won, lower_won = self._work["right_won"], self._work["lower_won"]
+        rows = self._work["rows_max"][:len(x_part)]
+        np.greater(x_part[..., 1::2], x_part[..., 0::2], out=right_won[part])        # ties: the left
+        np.maximum(x_part[..., 0::2], x_part[..., 1::2], out=rows)
+        np.greater(rows[:, :, 1::2], rows[:, :, 0::2], out=lower_won[part])          # ties: the upper
+        np.maximum(rows[:, :, 0::2], rows[:, :, 1::2], out=y[part])
+
+    def fast_backward_chunk(self, grad_out: np.ndarray, part: slice, into: np.ndarray) -> None:
+        """Replay of :meth:`fast_forward_chunk` for the images ``part``, writing their ``dL/dx`` to ``into``.
+
+        The winner of each match gets ``g * won``, the loser ``g - g * won`` (one pass instead of a
+        ``logical_not`` and a second product).
+        """
+        right_won, lower_won = self._work["right_won"], self._work["lower_won"]
+        g = grad_out[part]
+        rows = self.work_buffer("grad_rows", self._work["rows_max"].shape, self._dtype)[:len(g)]
+        np.multiply(g, lower_won[part], out=rows[:, :, 1::2])
+        np.subtract(g, rows[:, :, 1::2], out=rows[:, :, 0::2])
+        np.multiply(rows, right_won[part], out=into[..., 1::2])
+        np.subtract(rows, into[..., 1::2], out=into[..., 0::2])
+
+    def _forward_halves(self, x: np.ndarray) -> np.ndarray:
+        y = self.start_fast_forward(x.shape, x.dtype)
+        for part in self.fast_path_chunks(x.shape, x.dtype):
+            self.fast_forward_chunk(x[part], part, y)
+        return y
 
     def _backward_halves(self, grad_out: np.ndarray) -> np.ndarray:
-        """Replay of :meth:`_forward_halves`: the winner of each match gets ``g * won``, the loser
-        ``g - g * won`` (one pass instead of a ``logical_not`` and a second product)."""
-        right_won, lower_won = self._work["right_won"], self._work["lower_won"]
         grad_in = self.work_buffer("grad_in", self._input_shape, self._dtype)
-        grad_rows = self.work_buffer("grad_rows", (self._chunk_images(grad_in), *right_won.shape[1:]), self._dtype)
-        for part in self._chunks(grad_in):
-            g, into = grad_out[part], grad_in[part]
-            rows = grad_rows[:len(g)]
-            np.multiply(g, lower_won[part], out=rows[:, :, 1::2])
-            np.subtract(g, rows[:, :, 1::2], out=rows[:, :, 0::2])
-            np.multiply(rows, right_won[part], out=into[..., 1::2])
-            np.subtract(rows, into[..., 1::2], out=into[..., 0::2])
+        for part in self.fast_path_chunks(self._input_shape, self._dtype):
+            self.fast_backward_chunk(grad_out, part, grad_in[part])
         return grad_in
 
     def _tournament(self, players: list[np.ndarray], out: np.ndarray, tag: str,
