@@ -114,3 +114,35 @@ def test_config_round_trip():
     assert layer.config() == {"type": "BatchNorm", "num_features": 16, "momentum": 0.05, "eps": 1e-3}
     rebuilt = layer_from_config(layer.config())
     assert isinstance(rebuilt, BatchNorm) and rebuilt.config() == layer.config()
+
+
+def _float64_reference(layer: BatchNorm, x: np.ndarray, grad: np.ndarray):
+    """y, dL/dx, dL/dgamma, dL/dbeta by the module docstring's formulas, in float64 on the whole batch."""
+    axes = (0,) if x.ndim == 2 else (0, 2, 3)
+    shape = (1, -1) if x.ndim == 2 else (1, -1, 1, 1)
+    x64, g64 = x.astype(np.float64), grad.astype(np.float64)
+    gamma = layer.params["gamma"].astype(np.float64).reshape(shape)
+    beta = layer.params["beta"].astype(np.float64).reshape(shape)
+    count = x.size // x.shape[1]
+    mean = x64.mean(axis=axes, keepdims=True)
+    inv_std = 1 / np.sqrt(x64.var(axis=axes, keepdims=True) + layer.eps)
+    x_hat = (x64 - mean) * inv_std
+    grad_beta, grad_gamma = g64.sum(axis=axes), (g64 * x_hat).sum(axis=axes)
+    grad_x = gamma * inv_std * (g64 - grad_beta.reshape(shape) / count - x_hat * grad_gamma.reshape(shape) / count)
+    return gamma * x_hat + beta, grad_x, grad_gamma, grad_beta
+
+
+@pytest.mark.parametrize("shape", [(7, 3, 6, 6), (9, 5)])
+@pytest.mark.parametrize("offset", [0.0, 1000.0])
+def test_float32_training_matches_a_float64_reference(shape, offset, rng):
+    """Outputs and gradients in float32 match the formulas in float64, also when the mean is 1000
+    times the spread (the variance is computed from centred values: no cancellation)."""
+    layer = random_batchnorm(shape[1], rng)
+    x = (offset + rng.standard_normal(shape)).astype(np.float32)
+    grad = rng.standard_normal(shape).astype(np.float32)
+    expected_y, expected_dx, expected_dgamma, expected_dbeta = _float64_reference(layer, x, grad)
+    y = layer.forward(x, training=True)
+    np.testing.assert_allclose(y, expected_y, atol=2e-4 if offset else 2e-5)
+    np.testing.assert_allclose(layer.backward(grad.copy()), expected_dx, atol=2e-4 if offset else 2e-5)
+    np.testing.assert_allclose(layer.grads["gamma"], expected_dgamma, rtol=1e-4, atol=2e-3 if offset else 1e-4)
+    np.testing.assert_allclose(layer.grads["beta"], expected_dbeta, rtol=1e-5, atol=1e-4)
