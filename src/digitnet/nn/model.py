@@ -185,6 +185,10 @@ class Sequential:
 
         ``training=True`` turns dropout on and lets layers reuse their output buffers (the
         result is valid until the next training forward); ``training=False`` returns fresh arrays.
+        In training, a Conv2D followed by a 2x2 MaxPool2D may run as one step
+        (:meth:`Conv2D.forward_pooled <digitnet.nn.conv.Conv2D.forward_pooled>`, chosen by
+        ``Conv2D.pools_in_chunks``): the same numbers, but the convolution's own output is then
+        never stored whole, so read activations from an inference forward (``forward_all``).
         """
         # a first convolution and the 2x2 max pooling after it train together, chunk by chunk
         # (Conv2D.forward_pooled: the same numbers without a round trip of the convolution's output
