@@ -252,8 +252,7 @@ class Conv2D(Layer):
         if cols.ndim == 3:
             # C_in = 1: cols is [K + 1, B, H_out*W_out] whose last row is ones, so with the bias as
             # an extra column of W_mat one product per image writes y (NCHW) bias included
-            w_bias = np.concatenate([w_mat, bias[:, None]], axis=1)
-            np.matmul(w_bias, cols.transpose(1, 0, 2), out=y.reshape(batch, out_channels, -1))
+            np.matmul(self._weights_with_bias(y.dtype), cols.transpose(1, 0, 2), out=y.reshape(batch, out_channels, -1))
         else:
             # y_mat = W_mat @ cols.T is channel-major [C_out, P]; the bias goes onto its contiguous
             # rows, then one copy moving runs of H_out*W_out floats makes it NCHW
@@ -263,6 +262,11 @@ class Conv2D(Layer):
             np.copyto(y.reshape(batch, out_channels, -1),
                       y_mat.reshape(out_channels, batch, -1).transpose(1, 0, 2))
         return {"algorithm": "im2col", "x_shape": x.shape, "cols": cols}
+
+    def _weights_with_bias(self, dtype: np.dtype) -> np.ndarray:
+        """C_in = 1: ``[W_mat | bias]`` ``[C_out, K + 1]``, to multiply patches that end in a row of ones."""
+        weights = self.params["weights"].reshape(self.out_channels, -1)
+        return np.concatenate([weights, self.params["bias"][:, None]], axis=1).astype(dtype, copy=False)
 
     def _padded_input(self, x: np.ndarray, dtype: np.dtype, prefix: str) -> np.ndarray:
         """``x`` as NHWC ``[B, H + 2pH, W + 2pW, C_in]`` with a zero border (a reused work buffer).
@@ -449,12 +453,10 @@ class Conv2D(Layer):
         dtype = np.result_type(x, self.params["weights"])
         shape = (batch, self.out_channels, out_h, out_w)
         cols = self._im2col(self._padded_input(x, dtype, ""), out_h, out_w, "")         # [K + 1, B, P]
-        weights = self.params["weights"].reshape(self.out_channels, -1)
-        w_bias = np.concatenate([weights, self.params["bias"][:, None]], axis=1).astype(dtype, copy=False)
+        w_bias = self._weights_with_bias(dtype)
         pooled = pool.start_fast_forward(shape, dtype)
-        chunks = pool.fast_path_chunks(shape, dtype)
-        y_chunk = self.work_buffer("y_chunk", (chunks[0].stop - chunks[0].start, *shape[1:]), dtype)
-        for part in chunks:
+        y_chunk = self.work_buffer("y_chunk", (pool.images_per_chunk(shape, dtype), *shape[1:]), dtype)
+        for part in pool.fast_path_chunks(shape, dtype):
             patches = cols[:, part]
             y = y_chunk[:patches.shape[1]]
             np.matmul(w_bias, patches.transpose(1, 0, 2), out=y.reshape(len(y), self.out_channels, -1))

@@ -171,9 +171,14 @@ class MaxPool2D(_Pool2D):
         input in exactly one window."""
         return self.kernel_size == self.stride == (2, 2) and shape[2] % 2 == 0 and shape[3] % 2 == 0
 
+    @staticmethod
+    def images_per_chunk(shape: tuple[int, ...], dtype: np.dtype) -> int:
+        """How many input images of ``shape`` make about CHUNK_BYTES (at least one)."""
+        return max(1, CHUNK_BYTES // max(1, np.dtype(dtype).itemsize * math.prod(shape[1:])))
+
     def fast_path_chunks(self, shape: tuple[int, ...], dtype: np.dtype) -> list[slice]:
-        """Slices of the batch whose input images take about CHUNK_BYTES (at least one image each)."""
-        per_chunk = max(1, CHUNK_BYTES // max(1, np.dtype(dtype).itemsize * math.prod(shape[1:])))
+        """Slices of the batch of :meth:`images_per_chunk` images each (the last may be shorter)."""
+        per_chunk = self.images_per_chunk(shape, dtype)
         return [slice(start, start + per_chunk) for start in range(0, shape[0], per_chunk)]
 
     def start_fast_forward(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -184,9 +189,7 @@ class MaxPool2D(_Pool2D):
         stays in cache, instead of a batch-sized one written back to memory.
         """
         batch, channels, height, width = shape
-        chunk = self.fast_path_chunks(shape, dtype)[:1]
-        images = chunk[0].stop - chunk[0].start if chunk else 1
-        self.work_buffer("rows_max", (images, channels, height, width // 2), dtype)
+        self.work_buffer("rows_max", (self.images_per_chunk(shape, dtype), channels, height, width // 2), dtype)
         self.work_buffer("right_won", (batch, channels, height, width // 2), np.dtype(np.bool_))
         self.work_buffer("lower_won", (batch, channels, height // 2, width // 2), np.dtype(np.bool_))
         self._matches = _HALVES
