@@ -1,6 +1,6 @@
 """The numbers behind the pictures: predictions, hidden representations, gradients, weight changes.
 
-Everything here is NumPy on a trained :class:`~digitnet.nn.model.Sequential`; :mod:`digitnet.viz`
+Everything here is NumPy on a trained :class:`~digitnet.nn.sequential.Sequential`; :mod:`digitnet.viz`
 only draws what these functions return, so the tests check the numbers here and the pictures there.
 
 PCA of hidden representations ``H [N, D]`` (one row per image)::
@@ -21,6 +21,7 @@ import numpy as np
 from digitnet.data.batches import images_to_inputs
 from digitnet.errors import ConfigError
 from digitnet.metrics import classification_report
+from digitnet.nn.activations import Activation
 
 
 # ----------------------------------------------------------------------------------------------
@@ -150,9 +151,6 @@ class Stage:
     values: np.ndarray  # one sample's output, original shape (no batch axis)
 
 
-ACTIVATION_TYPES = {"ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax"}
-
-
 def forward_trace(model, image: np.ndarray) -> list[Stage]:
     """Every layer's output for one uint8 image ``[H, W]``, labelled for a picture.
 
@@ -164,12 +162,12 @@ def forward_trace(model, image: np.ndarray) -> list[Stage]:
     outputs = model.forward_all(images_to_inputs(image[None], model.input_shape))
     stages = [Stage("input image", "input", image)]
     for i, (layer, out) in enumerate(zip(model.layers, outputs[1:], strict=True)):
-        kind_name = layer.config().get("type", type(layer).__name__)
+        kind_name = layer.layer_type
         if kind_name in ("Dropout", "Flatten"):  # identity at inference / a mere reshape
             continue
         if layer.params:
             kind = "pre-activation"
-        elif kind_name in ACTIVATION_TYPES:
+        elif isinstance(layer, Activation):
             kind = "activation"
         else:
             kind = "other"
@@ -255,7 +253,7 @@ def layer_table(model) -> list[dict[str, Any]]:
     """One row per layer: index, type, short label, output shape (one sample) and parameter count."""
     rows = []
     for i, (layer, shape) in enumerate(zip(model.layers, model.output_shapes(), strict=True)):
-        rows.append({"index": i, "type": layer.config().get("type", type(layer).__name__),
+        rows.append({"index": i, "type": layer.layer_type,
                      "label": layer_label(model, i), "output_shape": tuple(shape),
                      "params": int(layer.num_params())})
     return rows

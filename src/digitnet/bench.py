@@ -184,7 +184,7 @@ def load_data(config: BenchConfig, quick: bool, data_dir: str | None = None):
 
 def build_digitnet_model(config: BenchConfig):
     from digitnet.config import seed_generators
-    from digitnet.nn.model import Sequential
+    from digitnet.nn.sequential import Sequential
 
     rngs = seed_generators(SEED)
     if config.arch:
@@ -206,7 +206,7 @@ def torch_model_from(model, torch):
     """The identical network in PyTorch, with a copy of ``model``'s current weights."""
     from digitnet.nn.activations import ReLU
     from digitnet.nn.conv import Conv2D
-    from digitnet.nn.layers import Dense, Flatten
+    from digitnet.nn import Dense, Flatten
     from digitnet.nn.pooling import MaxPool2D
 
     nn = torch.nn
@@ -363,7 +363,7 @@ def matmul_plan(model, batch: int, rng: np.random.Generator) -> list[tuple[np.nd
     Operands are random float32 in the layouts these products have in a training step.
     """
     from digitnet.nn.conv import Conv2D
-    from digitnet.nn.layers import Dense
+    from digitnet.nn import Dense
 
     def rand(*shape):
         return rng.standard_normal(shape, dtype=np.float32)

@@ -10,7 +10,6 @@ page all train the same way.
 from __future__ import annotations
 
 import dataclasses
-import math
 import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -20,6 +19,47 @@ from typing import Any
 import numpy as np
 
 from digitnet.errors import ConfigError
+from digitnet.nn.registry import Setting, entry
+
+
+def _fraction(name: str) -> Setting:
+    return Setting(name, "float", low=0.0, high=1.0, open_high=True)
+
+
+def _at_least(name: str, low: float, kind: str = "float", optional: bool = False) -> Setting:
+    return Setting(name, kind, low=low, optional=optional)
+
+
+#: What each TrainConfig field may hold, in one place (as scikit-learn's ``_parameter_constraints``).
+#: Names of activations, losses, optimizers, schedules and initialisers come from the registry, so a
+#: newly registered one is valid at once. The CLI and the web page turn a ConfigError into their message.
+CONSTRAINTS: dict[str, Setting] = {
+    "epochs": _at_least("epochs", 1, "int"),
+    "batch_size": Setting("batch_size", "int", low=0, help="0 = full batch"),
+    "lr": Setting("lr", "float", low=0.0, open_low=True),
+    "momentum": Setting("momentum", "float", low=0.0, high=1.0, open_high=True, optional=True),
+    "weight_decay": _at_least("weight_decay", 0.0, optional=True),
+    "dropout": _fraction("dropout"),
+    "label_smoothing": _fraction("label_smoothing"),
+    "val_split": _fraction("val_split"),
+    "warmup_epochs": _at_least("warmup_epochs", 0.0),
+    "step_size": Setting("step_size", "float", low=0.0, open_low=True),
+    "gamma": Setting("gamma", "float", low=0.0, high=1.0, open_low=True),
+    "min_lr": _at_least("min_lr", 0.0),
+    "clip_norm": _at_least("clip_norm", 0.0),
+    "limit_train": _at_least("limit_train", 1, "int", optional=True),
+    "early_stopping": _at_least("early_stopping", 0, "int"),
+    "checkpoint_every": _at_least("checkpoint_every", 1, "int"),
+    "seed": _at_least("seed", 0, "int"),
+    "activation": Setting("activation", "str", choices_of="activation:hidden"),
+    "output_activation": Setting("output_activation", "str", choices_of="activation:output", optional=True),
+    "init": Setting("init", "str", choices_of="initializer", optional=True),
+    "loss": Setting("loss", "str", choices_of="loss"),
+    "loss_reduction": Setting("loss_reduction", "str", choices=("mean", "sum")),
+    "optimizer": Setting("optimizer", "str", choices_of="optimizer"),
+    "schedule": Setting("schedule", "str", choices_of="schedule"),
+    "on_divergence": Setting("on_divergence", "str", choices=("stop", "reduce-lr")),
+}
 
 
 @dataclass
@@ -38,6 +78,7 @@ class TrainConfig:
     dropout: float = 0.0
     loss: str = "cross_entropy"
     label_smoothing: float = 0.0
+    loss_reduction: str = "mean"                 # "sum": gradients summed over the batch, not averaged
     optimizer: str = "sgd"
     lr: float = 0.1
     momentum: float | None = None
@@ -83,22 +124,15 @@ class TrainConfig:
         return config
 
     def validate(self) -> None:
-        """Raise ConfigError for values that cannot train."""
-        checks = [
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 0, f"batch size must be >= 0 (0 = full batch), got {self.batch_size}"),
-            (self.lr > 0 and math.isfinite(self.lr), f"learning rate must be > 0, got {self.lr}"),
-            (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
-            (0 <= self.val_split < 1, f"validation split must be in [0, 1), got {self.val_split}"),
-            (self.weight_decay is None or self.weight_decay >= 0,
-             f"weight decay must be >= 0, got {self.weight_decay}"),
-            (self.limit_train is None or self.limit_train >= 1, "limit_train must be >= 1"),
-            (self.on_divergence in ("stop", "reduce-lr"), "on_divergence must be 'stop' or 'reduce-lr'"),
-            (self.arch is not None or self.layers is not None, "give an architecture (arch or layers)"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        """Check every field against :data:`CONSTRAINTS` (and the few rules that tie fields together),
+        normalising names (``"Leaky-ReLU"`` -> ``"leaky_relu"``). Raises ConfigError for values that
+        cannot train, naming the setting and its allowed values."""
+        for name, setting in CONSTRAINTS.items():
+            setattr(self, name, setting.check(getattr(self, name), ""))
+        if self.arch is None and self.layers is None:
+            raise ConfigError("give an architecture (arch or layers)")
+        if self.label_smoothing and entry("loss", self.loss).setting("label_smoothing") is None:
+            raise ConfigError(f"label smoothing applies to cross-entropy only, not {self.loss}")
 
     @property
     def name(self) -> str:
@@ -137,7 +171,7 @@ def seed_generators(seed: int) -> dict[str, np.random.Generator]:
 
 def build_model(config: TrainConfig, init_rng: np.random.Generator, dropout_rng: np.random.Generator):
     """The Sequential the config describes; dropout masks come from ``dropout_rng``."""
-    from digitnet.nn.model import Sequential
+    from digitnet.nn.sequential import Sequential
 
     if config.layers is not None:
         arch = {"layers": config.layers, "input_shape": config.input_shape or [1, 28, 28]}
@@ -152,7 +186,7 @@ def build_model(config: TrainConfig, init_rng: np.random.Generator, dropout_rng:
 def build_loss(config: TrainConfig):
     from digitnet.nn.losses import make_loss
 
-    return make_loss(config.loss, label_smoothing=config.label_smoothing)
+    return make_loss(config.loss, label_smoothing=config.label_smoothing, reduction=config.loss_reduction)
 
 
 def build_optimizer(config: TrainConfig):

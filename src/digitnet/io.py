@@ -251,15 +251,21 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
     return path
 
 
-def load_model(path: str | os.PathLike, what: str = "model file") -> LoadedModel:
+def load_model(path: str | os.PathLike, what: str = "model file", kernels: str | None = None) -> LoadedModel:
     """Rebuild a model from a file written by :func:`save_model` (or a run directory).
+
+    ``kernels`` ("fast", "reference"; default ``$DIGITNET_KERNELS`` or "fast", see
+    :func:`digitnet.kernels.resolve`) says whether the model computes with the tuned kernels or
+    the reference layers; the numbers agree up to float32 rounding.
 
     Raises:
         ModelFileError: missing, truncated, not safetensors, not a digitnet model, architecture or
             tensors that do not fit, non-float32 weights, non-finite values.
     """
-    from digitnet.nn.model import Sequential
+    from digitnet.kernels import resolve, speed_up
+    from digitnet.nn.sequential import Sequential
 
+    use_kernels = resolve(kernels) == "fast"
     path = resolve_model_path(path)
     saved = read_safetensors(path, what)
     meta = saved.metadata
@@ -294,6 +300,8 @@ def load_model(path: str | os.PathLike, what: str = "model file") -> LoadedModel
     if out_dim != (len(classes),):
         outputs = "x".join(str(d) for d in out_dim)
         raise ModelFileError(f"{path}: the model has {outputs} outputs but {len(classes)} class names")
+    if use_kernels:
+        model = speed_up(model)[0]
     return LoadedModel(model=model, classes=classes, metadata=meta, path=path, extra_tensors=extra)
 
 

@@ -34,7 +34,7 @@ from digitnet.data.batches import SCALE
 from digitnet.data.dataset import Dataset
 from digitnet.errors import ConfigError, DivergenceError, ModelFileError, TrainingInterrupted
 from digitnet.nn.losses import Loss
-from digitnet.nn.model import Sequential
+from digitnet.nn.sequential import Sequential
 from digitnet.nn.optim import Optimizer, clip_grad_norm
 from digitnet.nn.schedules import Schedule
 
@@ -469,7 +469,6 @@ class Trainer:
             self.run_norm_sums = np.zeros(len(self._params))
         raw_buf = x_buf = None
         lr = self.current_lr(epoch)
-        grads = [g for _, g in self._params]
         for b, idx in self._batches():
             start = time.perf_counter()
             # gather the batch from the uint8 store, then scale it into a reused float32 buffer
@@ -487,6 +486,8 @@ class Trainer:
                 self._diverged(f"the loss became {loss:.4g} at epoch {epoch + 1}, batch {b + 1}", lr)
             correct = int(np.count_nonzero(outputs.argmax(axis=1) == y))
             model.backward(loss_fn.backward())
+            pairs = model.parameters()          # the gradients of this batch
+            grads = [g for _, g in pairs]
 
             if self.clip_norm > 0:
                 norm = clip_grad_norm(grads, self.clip_norm)
@@ -502,7 +503,7 @@ class Trainer:
 
             lr = self.current_lr(epoch + b / self.batches_per_epoch)
             optimizer.lr = lr
-            optimizer.step(self._params)
+            optimizer.step(pairs)
 
             self.run_loss_sum += loss * len(y)
             self.run_correct += correct

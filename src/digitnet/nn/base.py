@@ -1,24 +1,16 @@
-"""The layer protocol every building block follows, and the registry that rebuilds layers from JSON.
+"""The layer protocol every building block follows.
 
 A layer is a small object with
 
 - ``forward(x, training) -> y``: computes the output and keeps what ``backward`` needs;
-- ``backward(grad_out) -> grad_in``: given dL/dy returns dL/dx and fills ``grads``;
-- ``params`` and ``grads``: dicts of arrays with the same keys (``{"weights": ..., "bias": ...}``);
-  a gradient array is allocated once and overwritten in place by every ``backward``, so an
-  optimizer can hold on to (param, grad) pairs;
+- ``backward(grad_out) -> grad_in``: given ``dL/dy`` returns ``dL/dx`` and sets ``grads``;
+- ``params`` and ``grads``: dicts of arrays with the same keys (``{"weights": ..., "bias": ...}``).
+  ``backward`` puts new gradient arrays into ``grads``, so read them after each backward;
 - ``buffers``: arrays that are state but not trained (BatchNorm's running statistics);
 - ``config()``: a JSON-serialisable dict from which :func:`layer_from_config` rebuilds the layer.
 
-Two conventions keep the hot path free of allocations:
-
-- in training mode (``training=True``) a layer may write its output into a work buffer it owns and
-  reuses: that output is valid until the layer's next ``forward``. In inference mode every output
-  is a fresh array the caller may keep.
-- ``backward`` may overwrite ``grad_out`` (it is a temporary of the layer above).
-
-``compute_input_grad = False`` (set by :class:`~digitnet.nn.model.Sequential` on its first layer)
-skips ``dL/dx``, which nobody needs for the input images.
+A layer's settings (sizes, rates, kernel sizes) and their allowed ranges are declared once, in its
+:func:`~digitnet.nn.registry.register` call; ``self.configure(...)`` checks them against it.
 """
 
 from __future__ import annotations
@@ -28,74 +20,56 @@ from typing import Any, ClassVar
 import numpy as np
 
 from digitnet.errors import ConfigError
+from digitnet.nn.registry import LAYER_TYPES, load_all, register_layer
 
-LAYER_TYPES: dict[str, type[Layer]] = {}
-
-
-def register_layer(cls: type[Layer]) -> type[Layer]:
-    """Class decorator: make ``cls`` rebuildable from ``{"type": cls.__name__, ...}``."""
-    LAYER_TYPES[cls.__name__] = cls
-    return cls
+__all__ = ["LAYER_TYPES", "Layer", "layer_from_config", "register_layer"]
 
 
 class Layer:
     """Base class: a layer with no parameters that passes its input through unchanged."""
 
-    #: whether the layer has trainable parameters (Dense, convolutions, BatchNorm's scale and shift)
-    trainable: ClassVar[bool] = False
     #: whether :func:`layer_from_config` must pass the model's ``rng`` (weight init, dropout masks)
     needs_rng: ClassVar[bool] = False
     #: attributes holding what forward kept for backward; :meth:`release_buffers` clears them
     cached_attributes: ClassVar[tuple[str, ...]] = ()
+    #: the name model files store (set by ``register_layer``; the kernels inherit their reference's)
+    layer_type: ClassVar[str] = "Layer"
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
-        self.compute_input_grad = True
-        self._work: dict[str, np.ndarray] = {}
+
+    def configure(self, **values: Any) -> None:
+        """Check ``values`` against the layer's registered settings and set them as attributes."""
+        entry = getattr(self, "registry_entry", None)
+        checked = entry.check(values) if entry is not None else values
+        for name, value in checked.items():
+            setattr(self, name, value)
 
     # -- protocol -------------------------------------------------------------------------------
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         """``y = f(x)`` for a batch ``x [B, ...]``; keeps what :meth:`backward` needs."""
         return x
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
-        """``dL/dx`` from ``dL/dy`` (same shapes as the last forward's x and y); fills ``grads``.
-
-        Returns None when ``compute_input_grad`` is False and the layer skipped ``dL/dx``.
-        """
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        """``dL/dx`` from ``dL/dy`` (same shapes as the last forward's x and y); sets ``grads``."""
         return grad_out
 
     def config(self) -> dict[str, Any]:
         """JSON-serialisable description; ``layer_from_config(layer.config())`` rebuilds it."""
-        return {"type": type(self).__name__}
+        entry = getattr(self, "registry_entry", None)
+        settings = entry.settings if entry is not None else ()
+        values = {s.name: _json(getattr(self, s.name)) for s in settings}
+        return {"type": self.layer_type, **values}
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Shape of one sample's output given one sample's input shape (no batch axis)."""
         return input_shape
 
     # -- helpers --------------------------------------------------------------------------------
-    def work_buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """A reusable scratch array of ``shape`` and ``dtype``, allocated on first use."""
-        buf = self._work.get(name)
-        if buf is None or buf.shape != shape or buf.dtype != dtype:
-            buf = np.empty(shape, dtype=dtype)
-            self._work[name] = buf
-        return buf
-
-    def output_buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype, training: bool) -> np.ndarray:
-        """Reused buffer in training mode, fresh array in inference mode (see module docstring)."""
-        if training:
-            return self.work_buffer(name, shape, dtype)
-        return np.empty(shape, dtype=dtype)
-
     def release_buffers(self) -> None:
-        """Drop work buffers and cached activations (e.g. before saving or after training).
-
-        Cached activations are the attributes named in ``cached_attributes`` (set to None).
-        """
-        self._work.clear()
+        """Forget what forward kept for backward (before saving, or after training)."""
         for name in self.cached_attributes:
             setattr(self, name, None)
 
@@ -108,16 +82,19 @@ class Layer:
         return int(sum(b.size for b in self.buffers.values()))
 
     def describe(self) -> str:
-        """A short human description for :meth:`Sequential.summary`, e.g. ``"784->128 (he)"``.
-
-        The default lists the config's arguments (``"rate=0.2"``); layers override it when a
-        better phrase exists.
-        """
+        """A short description for :meth:`Sequential.summary`: the settings, e.g. ``"rate=0.2"``."""
         return ", ".join(f"{k}={v}" for k, v in self.config().items() if k != "type")
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "type")
-        return f"{type(self).__name__}({args})"
+        return f"{self.layer_type}({args})"
+
+
+def _json(value: Any) -> Any:
+    """A setting as JSON stores it: a pair of equal sizes as one number, other pairs as a list."""
+    if isinstance(value, tuple):
+        return value[0] if len(set(value)) == 1 else list(value)
+    return value
 
 
 def layer_from_config(config: dict[str, Any], rng: np.random.Generator | None = None) -> Layer:
@@ -132,6 +109,7 @@ def layer_from_config(config: dict[str, Any], rng: np.random.Generator | None = 
     """
     if not isinstance(config, dict) or "type" not in config:
         raise ConfigError(f"a layer config must be a dict with a 'type', got {config!r}")
+    load_all()
     kind = config["type"]
     cls = LAYER_TYPES.get(kind)
     if cls is None:

@@ -29,7 +29,7 @@ from digitnet.nn.base import Layer
 from digitnet.nn.losses import Loss
 
 if TYPE_CHECKING:
-    from digitnet.nn.model import Sequential
+    from digitnet.nn.sequential import Sequential
 
 
 def relative_error(analytic: np.ndarray, numeric: np.ndarray) -> float:

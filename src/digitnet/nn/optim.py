@@ -1,15 +1,13 @@
-"""Optimizers: update parameters in place from their gradients.
+"""Optimizers: change each parameter a little against its gradient.
 
-An optimizer sees only ``[(param, grad), ...]`` pairs (``model.parameters()``). ``step`` changes
-each ``param`` array in place, using per-parameter state (velocity, moments) it keeps in the
-same order, and never modifies a ``grad``. ``lr`` is a plain attribute, so a schedule can set it
-before each step. Updates are computed in the parameters' dtype (float32 in training) through a
-reused scratch array per parameter, so a step allocates no parameter-sized temporaries.
+An optimizer sees only ``[(param, grad), ...]`` pairs (``model.parameters()``, read after each
+backward). ``step`` changes each ``param`` array in place and keeps per-parameter state (velocity,
+moments) in ``state``, in the same order. ``lr`` is a plain attribute, so a schedule can set it
+before each step.
 
-Weight decay applies only to parameters with 2 or more dimensions (Dense weight matrices,
-convolution kernels), never to biases or BatchNorm's scale and shift (1-D): decaying those does
-not regularise anything useful and can hurt. This is the usual practice (it is what a PyTorch user
-gets with two parameter groups); PyTorch's plain ``weight_decay=`` would decay every parameter.
+Weight decay applies only to parameters with 2 or more dimensions (weight matrices, convolution
+kernels), never to biases or BatchNorm's scale and shift: decaying those regularises nothing
+useful. (A PyTorch user gets the same with two parameter groups.)
 """
 
 from __future__ import annotations
@@ -20,18 +18,12 @@ from typing import Any
 import numpy as np
 
 from digitnet.errors import ConfigError
+from digitnet.nn.registry import Setting, entry, register
 
 Pairs = list[tuple[np.ndarray, np.ndarray]]
 
-#: per-parameter slots that are scratch space, not state worth saving in a checkpoint
-_SCRATCH = "scratch"
-_SCRATCH_GRAD = "scratch_grad"
-_SCRATCH_SLOTS = (_SCRATCH, _SCRATCH_GRAD)
-#: A parameter with more than 4 blocks' worth of scalars is updated in blocks of rows of about
-#: BLOCK_SIZE scalars (256 KB in float32): an update is several element-wise passes, and a block's
-#: param, grad, state and scratch then stay in the L2 cache between passes (~25% faster for a
-#: 784x800 matrix). Smaller parameters fit in the cache whole and are updated in one go.
-BLOCK_SIZE = 65536
+LR = Setting("lr", "float", 0.1, low=0.0, open_low=True, help="learning rate: the step size")
+WEIGHT_DECAY = Setting("weight_decay", "float", 0.0, low=0.0, help="L2 penalty on weight matrices")
 
 
 def clip_grad_norm(grads: list[np.ndarray], max_norm: float) -> float:
@@ -50,38 +42,24 @@ def clip_grad_norm(grads: list[np.ndarray], max_norm: float) -> float:
     return total
 
 
-def _positive_float(name: str, value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    if not (number > 0 and math.isfinite(number)):
-        raise ConfigError(f"{name} must be a positive number, got {value!r}")
-    return number
-
-
 class Optimizer:
-    """Base class. Subclasses implement :meth:`_update` for one parameter.
+    """Base class. Subclasses implement :meth:`update` for one parameter.
 
     Attributes:
-        lr: the learning rate used by the next :meth:`step` (a schedule may change it).
-        weight_decay: L2 / decay strength for parameters with 2+ dims.
+        lr: the learning rate of the next :meth:`step` (a schedule may change it).
         steps: how many steps were taken (Adam's ``t``).
-        state: one dict of arrays per parameter (velocity, moments), created on the first step.
+        state: one dict of arrays per parameter (velocity, moments), filled on the first step.
     """
 
-    name = "optimizer"
-
-    def __init__(self, lr: float, weight_decay: float = 0.0) -> None:
-        self.lr = _positive_float("learning rate", lr)
-        try:
-            self.weight_decay = float(weight_decay)
-        except (TypeError, ValueError):
-            raise ConfigError(f"weight decay must be a number, got {weight_decay!r}") from None
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise ConfigError(f"weight decay must be >= 0, got {weight_decay}")
+    def __init__(self, **settings: Any) -> None:
+        for name, value in self.registry_entry.check(settings).items():
+            setattr(self, name, value)
         self.steps = 0
         self.state: list[dict[str, np.ndarray]] = []
+
+    @property
+    def name(self) -> str:
+        return self.registry_entry.name
 
     def step(self, pairs: Pairs) -> None:
         """Apply one update to every ``(param, grad)`` pair in place."""
@@ -91,45 +69,24 @@ class Optimizer:
             raise ConfigError(f"the optimizer holds state for {len(self.state)} parameters but was "
                               f"given {len(pairs)}")
         self.steps += 1
-        for index, (param, grad) in enumerate(pairs):
-            state = self.state[index]
-            if param.size <= 4 * BLOCK_SIZE or param.ndim == 0:
-                self._update(param, grad, state)
-                continue
-            for name in self._slot_names(param):
-                self._slot(state, name, param)
-            rows = max(1, BLOCK_SIZE * param.shape[0] // param.size)
-            # element-wise updates: blocks of rows give the same numbers as the whole array at once
-            for start in range(0, param.shape[0], rows):
-                block = slice(start, start + rows)
-                self._update(param[block], grad[block], {k: v[block] for k, v in state.items()})
+        for (param, grad), state in zip(pairs, self.state, strict=True):
+            self.update(param, grad, state)
 
-    def _update(self, param: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray]) -> None:
+    def update(self, param: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray]) -> None:
         raise NotImplementedError
 
-    def _slot_names(self, param: np.ndarray) -> list[str]:
-        """The state and scratch arrays :meth:`_update` uses for ``param`` (created before blocking)."""
-        raise NotImplementedError
-
-    def _decays(self, param: np.ndarray) -> bool:
+    def decays(self, param: np.ndarray) -> bool:
         """Whether weight decay applies to ``param``: only matrices and kernels (2+ dims)."""
         return self.weight_decay > 0 and param.ndim >= 2
 
-    @staticmethod
-    def _slot(state: dict[str, np.ndarray], name: str, like: np.ndarray) -> np.ndarray:
-        """The state array ``name`` for one parameter, zeros of ``like``'s shape on first use."""
-        if name not in state:
-            state[name] = np.zeros_like(like)
-        return state[name]
-
     # -- checkpointing --------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
-        return {"name": self.name, "lr": self.lr, "weight_decay": self.weight_decay}
+        return {"name": self.name, **{s.name: getattr(self, s.name) for s in self.registry_entry.settings}}
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Per-parameter state as ``{"{index}.{slot}": array}`` (for a checkpoint file)."""
-        return {f"{i}.{k}": v for i, slots in enumerate(self.state)
-                for k, v in slots.items() if k not in _SCRATCH_SLOTS}
+        return {f"{i}.{k}": v for i, slots in enumerate(self.state) for k, v in slots.items()
+                if not k.startswith("scratch")}
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray], steps: int, num_params: int) -> None:
         """Restore what :meth:`state_arrays` returned, and the step count."""
@@ -140,6 +97,17 @@ class Optimizer:
         self.steps = int(steps)
 
 
+def _sgd_settings(momentum: float) -> tuple[Setting, ...]:
+    return (LR, Setting("momentum", "float", momentum, low=0.0, high=1.0, open_high=True,
+                        help="how much of the last step's velocity is kept"),
+            Setting("nesterov", "bool", False, help="Nesterov's look-ahead"), WEIGHT_DECAY)
+
+
+_SGD_FORMULA = ("g = grad + weight_decay * param;  v = momentum * v + g;  "
+                "param -= lr * (g + momentum * v if nesterov else v)")
+
+
+@register("optimizer", "sgd", formula=_SGD_FORMULA, settings=_sgd_settings(0.0))
 class SGD(Optimizer):
     """Stochastic gradient descent, with optional momentum (heavy-ball or Nesterov) and L2.
 
@@ -154,50 +122,36 @@ class SGD(Optimizer):
     accumulates gradients and ``lr`` multiplies the step, so changing ``lr`` takes effect at once.
     """
 
-    name = "sgd"
-
     def __init__(self, lr: float = 0.1, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0) -> None:
-        super().__init__(lr, weight_decay)
-        self.momentum = float(momentum)
-        self.nesterov = bool(nesterov)
-        if not 0.0 <= self.momentum < 1.0:
-            raise ConfigError(f"momentum must be in [0, 1), got {momentum}")
+        super().__init__(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
         if self.nesterov and self.momentum == 0:
             raise ConfigError("Nesterov momentum needs momentum > 0")
 
-    def _update(self, param, grad, state):
-        dtype = param.dtype.type
-        lr = dtype(self.lr)
-        scratch = self._slot(state, _SCRATCH, param)
-        g = grad
-        if self._decays(param):
-            np.multiply(param, dtype(self.weight_decay), out=scratch)
-            scratch += grad                                   # g = grad + wd * param
-            g = scratch
-        if self.momentum == 0:
-            np.multiply(g, lr, out=scratch)
-            param -= scratch
-            return
-        velocity = self._slot(state, "velocity", param)
-        velocity *= dtype(self.momentum)
-        velocity += g
-        if self.nesterov:
-            # param -= lr * (g + momentum * v), as two in-place subtractions
-            np.multiply(g, lr, out=scratch)
-            param -= scratch
-            np.multiply(velocity, dtype(self.lr * self.momentum), out=scratch)
-        else:
-            np.multiply(velocity, lr, out=scratch)
-        param -= scratch
-
-    def _slot_names(self, param):
-        return [_SCRATCH, "velocity"] if self.momentum else [_SCRATCH]
-
-    def config(self):
-        return {**super().config(), "momentum": self.momentum, "nesterov": self.nesterov}
+    def update(self, param, grad, state):
+        g = grad + self.weight_decay * param if self.decays(param) else grad
+        if self.momentum:
+            state["velocity"] = self.momentum * state.get("velocity", 0) + g
+            g = g + self.momentum * state["velocity"] if self.nesterov else state["velocity"]
+        param -= self.lr * g
 
 
+register("optimizer", "momentum", target=SGD, formula="v = momentum * v + g;  param -= lr * v",
+         settings=_sgd_settings(0.9), summary="SGD with heavy-ball momentum")
+register("optimizer", "nesterov", target=SGD, formula="v = momentum * v + g;  param -= lr * (g + momentum * v)",
+         settings=_sgd_settings(0.9), fixed={"nesterov": True}, summary="SGD with Nesterov's look-ahead momentum")
+
+_ADAM_SETTINGS = (
+    Setting("lr", "float", 1e-3, low=0.0, open_low=True, help="learning rate: the step size"),
+    Setting("beta1", "float", 0.9, low=0.0, high=1.0, open_high=True, help="decay of the mean of g"),
+    Setting("beta2", "float", 0.999, low=0.0, high=1.0, open_high=True, help="decay of the mean of g**2"),
+    Setting("eps", "float", 1e-8, low=0.0, open_low=True, help="keeps the division finite"),
+)
+
+
+@register("optimizer", "adam", settings=(*_ADAM_SETTINGS, WEIGHT_DECAY),
+          formula="m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g**2;  "
+                  "param -= lr * (m / (1-b1**t)) / (sqrt(v / (1-b2**t)) + eps)")
 class Adam(Optimizer):
     """Adam (Kingma & Ba, 2015), with coupled L2 when ``weight_decay`` > 0.
 
@@ -215,58 +169,30 @@ class Adam(Optimizer):
     with large gradients; :class:`AdamW` is usually the better choice.
     """
 
-    name = "adam"
     decoupled = False
 
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
                  weight_decay: float = 0.0) -> None:
-        super().__init__(lr, weight_decay)
-        self.beta1, self.beta2 = float(beta1), float(beta2)
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            raise ConfigError(f"Adam betas must be in [0, 1), got {beta1}, {beta2}")
-        self.eps = _positive_float("Adam eps", eps)
+        super().__init__(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
 
-    def _update(self, param, grad, state):
-        dtype = param.dtype.type
-        if self.decoupled:
-            if self._decays(param):
-                param *= dtype(1 - self.lr * self.weight_decay)
-        elif self._decays(param):
-            # coupled L2: g = grad + wd * param, in a second scratch array (grad itself is not ours)
-            decayed = self._slot(state, _SCRATCH_GRAD, param)
-            np.multiply(param, dtype(self.weight_decay), out=decayed)
-            decayed += grad
-            grad = decayed
-        m = self._slot(state, "m", param)
-        v = self._slot(state, "v", param)
-        scratch = self._slot(state, _SCRATCH, param)
+    def update(self, param, grad, state):
+        g = grad
+        if self.decays(param):
+            if self.decoupled:
+                param *= 1 - self.lr * self.weight_decay
+            else:
+                g = grad + self.weight_decay * param
         t = self.steps
-        m *= dtype(self.beta1)
-        np.multiply(grad, dtype(1 - self.beta1), out=scratch)
-        m += scratch
-        v *= dtype(self.beta2)
-        np.multiply(grad, grad, out=scratch)
-        scratch *= dtype(1 - self.beta2)
-        v += scratch
-        # step = lr * m_hat / (sqrt(v_hat) + eps), with both corrections folded into scalars:
-        # sqrt(v_hat) = sqrt(v) / sqrt(1 - beta2**t),  m_hat = m / (1 - beta1**t)
-        correction1 = 1 - self.beta1 ** t
-        correction2 = 1 - self.beta2 ** t
-        np.sqrt(v, out=scratch)
-        scratch *= dtype(1 / math.sqrt(correction2))
-        scratch += dtype(self.eps)
-        np.divide(m, scratch, out=scratch)
-        scratch *= dtype(self.lr / correction1)
-        param -= scratch
-
-    def _slot_names(self, param):
-        coupled_decay = not self.decoupled and self._decays(param)
-        return ["m", "v", _SCRATCH] + ([_SCRATCH_GRAD] if coupled_decay else [])
-
-    def config(self):
-        return {**super().config(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+        state["m"] = self.beta1 * state.get("m", 0) + (1 - self.beta1) * g
+        state["v"] = self.beta2 * state.get("v", 0) + (1 - self.beta2) * g * g
+        m_hat = state["m"] / (1 - self.beta1**t)
+        v_hat = state["v"] / (1 - self.beta2**t)
+        param -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
 
 
+@register("optimizer", "adamw", settings=(*_ADAM_SETTINGS, Setting("weight_decay", "float", 0.01, low=0.0,
+                                                                   help="decoupled decay of weight matrices")),
+          formula="param *= 1 - lr * weight_decay;  then the Adam step with the plain gradient")
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter, 2019).
 
@@ -275,7 +201,6 @@ class AdamW(Adam):
     decay instead of an L2 gradient term. Matches ``torch.optim.AdamW``. Default decay 0.01.
     """
 
-    name = "adamw"
     decoupled = True
 
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
@@ -283,35 +208,22 @@ class AdamW(Adam):
         super().__init__(lr, beta1, beta2, eps, weight_decay)
 
 
-OPTIMIZERS = {"sgd": SGD, "momentum": SGD, "nesterov": SGD, "adam": Adam, "adamw": AdamW}
-_EXTRA_OPTIONS = ("nesterov", "beta1", "beta2", "eps")
-
-
 def make_optimizer(name: str, lr: float, *, momentum: float | None = None,
-                   weight_decay: float | None = None, **kwargs: Any) -> Optimizer:
-    """Build an optimizer by name.
+                   weight_decay: float | None = None, **settings: Any) -> Optimizer:
+    """Build a registered optimizer by name ("sgd", "momentum", "nesterov", "adam", "adamw", ...).
 
-    - "sgd": plain SGD (``momentum`` default 0; ``nesterov=True`` allowed with momentum > 0);
-    - "momentum": SGD with momentum (default 0.9); "nesterov": the same with Nesterov's look-ahead;
-    - "adam", "adamw": Adam / AdamW (``beta1``, ``beta2``, ``eps`` may be given).
-
-    ``weight_decay`` None means the optimizer's default (0, or 0.01 for AdamW). Options that do
-    not apply to the chosen optimizer (``momentum`` for Adam) are ignored.
+    ``momentum`` and ``weight_decay`` None mean the optimizer's own defaults; they are ignored by
+    optimizers that have no such setting (momentum for Adam). Any other setting must be one the
+    optimizer has (``beta1`` for Adam).
 
     Raises:
-        ConfigError: unknown name or option, or an invalid value.
+        ConfigError: unknown name or setting, or an invalid value.
     """
-    key = str(name).strip().lower()
-    if key not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer {name!r} (choose from {', '.join(OPTIMIZERS)})")
-    unknown = sorted(set(kwargs) - set(_EXTRA_OPTIONS))
-    if unknown:
-        raise ConfigError(f"unknown optimizer option(s) {', '.join(unknown)} "
-                          f"(known: momentum, weight_decay, {', '.join(_EXTRA_OPTIONS)})")
-    decay = {} if weight_decay is None else {"weight_decay": weight_decay}
-    if key in ("sgd", "momentum", "nesterov"):
-        mom = momentum if momentum is not None else (0.0 if key == "sgd" else 0.9)
-        return SGD(lr, momentum=mom, nesterov=key == "nesterov" or bool(kwargs.get("nesterov", False)),
-                   **decay)
-    extra = {k: v for k, v in kwargs.items() if k in ("beta1", "beta2", "eps")}
-    return OPTIMIZERS[key](lr, **extra, **decay)
+    found = entry("optimizer", name)
+    given = {"lr": lr, **settings}
+    for key, value in (("momentum", momentum), ("weight_decay", weight_decay)):
+        if value is not None and found.setting(key) is not None:
+            given[key] = value
+    given = {k: v for k, v in given.items() if k not in found.fixed}
+    defaults = {s.name: s.default for s in found.settings}
+    return found.target(**{**defaults, **given, **found.fixed})

@@ -1,4 +1,4 @@
-"""MaxPool2D and AvgPool2D: downsample each channel of an NCHW batch over small windows.
+"""MaxPool2D and AvgPool2D: shrink each channel of an NCHW batch by summarising small windows.
 
 Shapes::
 
@@ -6,341 +6,94 @@ Shapes::
 
 with kernel ``k`` and stride ``s`` (default ``s = k``: windows side by side). A window that would
 run past the edge is dropped, as in PyTorch (``ceil_mode=False``), so with H = 7 and k = s = 2 the
-last row is unused (and gets a zero gradient).
-
-Both poolings work on strided views, one per kernel offset, so every step is one NumPy operation
-on the whole batch (no loop over samples or windows)::
-
-    x[:, :, i : i + sH*(H_out-1) + 1 : sH, ...]      row i of every window, [B, C, H_out, ...]
-
-Average pooling sums the ``kH*kW`` offset views ``x_ij`` (``x_ij[b, c, h, w] = x[b, c, h*sH + i,
-w*sW + j]``). Max pooling is separable, ``max over (i, j) = max over i of (max over j)``: first
-along W (giving ``[B, C, H, W_out]``), then along H. For 2x2 windows on [128, 32, 28, 28] that is
-3.4 ms forward where all four offsets at once take 5 ms and
-``x.reshape(B, C, H/2, 2, W/2, 2).max(axis=(3, 5))`` 60 ms (NumPy reductions over short strided
-axes are slow). When ``s == k`` and H, W divide by k (every input in exactly one window: the fast
-path) backward assigns into ``dx``; otherwise it zero-fills it and adds (overlapping windows).
-Training with 2x2 windows side by side, the usual case, takes a fast path: the same two matches
-written out, run over the batch in chunks that fit the L2 cache (see ``CHUNK_BYTES``).
+last row is unused and gets a zero gradient. Tuned versions are in :mod:`digitnet.kernels.pooling`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from typing import Any
-
 import numpy as np
 
 from digitnet.errors import ConfigError
-from digitnet.nn.base import Layer, register_layer
-from digitnet.nn.conv import as_pair, output_size, pair_config, pair_text
+from digitnet.nn.base import Layer
+from digitnet.nn.conv import output_size, pair_text, windows
+from digitnet.nn.registry import Setting, register
 
-#: Training with 2x2 windows side by side (the usual case) goes through the batch in chunks of
-#: images whose input takes about this many bytes: the four passes over a chunk then find it in the
-#: L2 cache instead of main memory (for [128, 32, 28, 28] inputs, 6.6 + 6.8 ms per step forward +
-#: backward instead of 8.1 + 8.2).
-CHUNK_BYTES = 1 << 19
-#: MaxPool2D._matches after a fast-path forward (the general path keeps the tournament's matches)
-_HALVES = "halves"
+POOL_SETTINGS = (Setting("kernel_size", "pair", 2, low=1, help="window size, k or (kH, kW)"),
+                 Setting("stride", "pair", None, low=1, optional=True, help="step between windows (default: k)"))
 
 
-class _Pool2D(Layer):
+class Pool2D(Layer):
     """Shared window bookkeeping of the two poolings."""
 
-    def __init__(self, kernel_size: int | Sequence[int] = 2, stride: int | Sequence[int] | None = None) -> None:
+    def __init__(self, kernel_size: int | tuple[int, int] = 2, stride: int | tuple[int, int] | None = None) -> None:
         super().__init__()
-        self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
-        self.stride = self.kernel_size if stride is None else as_pair(stride, "stride", 1)
-        self._input_shape: tuple[int, ...] | None = None
-        self._dtype = np.dtype(np.float32)
-        self._matches: list | None = None
+        self.configure(kernel_size=kernel_size, stride=stride)
+        self.stride = self.stride or self.kernel_size
 
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        if len(input_shape) != 3:
-            raise ConfigError(f"{type(self).__name__} expects inputs of shape (C, H, W) per sample, "
-                              f"got {list(input_shape)}")
-        return (input_shape[0], *self._output_hw(input_shape[1], input_shape[2]))
-
-    def _output_hw(self, height: int, width: int) -> tuple[int, int]:
+    def output_hw(self, height: int, width: int) -> tuple[int, int]:
         out_h = output_size(height, self.kernel_size[0], self.stride[0], 0)
         out_w = output_size(width, self.kernel_size[1], self.stride[1], 0)
         if out_h < 1 or out_w < 1:
-            raise ConfigError(f"{type(self).__name__} window {pair_text(self.kernel_size)} does not fit "
+            raise ConfigError(f"{self.layer_type} window {pair_text(self.kernel_size)} does not fit "
                               f"a {height}x{width} input")
         return out_h, out_w
 
-    def _check_input(self, x: np.ndarray) -> tuple[int, int]:
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(input_shape) != 3:
+            raise ConfigError(f"{self.layer_type} expects inputs of shape (C, H, W) per sample, "
+                              f"got {list(input_shape)}")
+        return (input_shape[0], *self.output_hw(input_shape[1], input_shape[2]))
+
+    def check_input(self, x: np.ndarray) -> tuple[int, int]:
         if x.ndim != 4:
-            raise ConfigError(f"{type(self).__name__} expects input [B, C, H, W], got {list(x.shape)}")
-        return self._output_hw(x.shape[2], x.shape[3])
-
-    def _offset_views(self, array: np.ndarray, out_h: int, out_w: int) -> list[np.ndarray]:
-        """``[x_ij for (i, j) in row-major order]``: strided views, element (i, j) of every window."""
-        (kh, kw), (sh, sw) = self.kernel_size, self.stride
-        return [array[:, :, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw]
-                for i in range(kh) for j in range(kw)]
-
-    @staticmethod
-    def _axis_views(array: np.ndarray, axis: int, kernel: int, stride: int, count: int) -> list[np.ndarray]:
-        """Offsets ``t = 0 .. kernel-1`` along one axis: ``array[..., t : t + stride*(count-1) + 1 : stride, ...]``."""
-        index: list[slice] = [slice(None)] * array.ndim
-        views = []
-        for t in range(kernel):
-            index[axis] = slice(t, t + stride * (count - 1) + 1, stride)
-            views.append(array[tuple(index)])
-        return views
-
-    def _grad_target(self, name: str, shape: tuple[int, ...], axis: int) -> tuple[np.ndarray, bool]:
-        """A gradient buffer for the input of one pooling axis, and whether to add (+=) into it.
-
-        Zero-filled unless the windows along ``axis`` tile it exactly (then every entry is assigned).
-        """
-        kernel, stride = self.kernel_size[axis - 2], self.stride[axis - 2]
-        target = self.work_buffer(name, shape, self._dtype)
-        if stride == kernel and shape[axis] % kernel == 0:
-            return target, False
-        target.fill(0)                    # uncovered rows/columns get 0; overlapping windows add up
-        return target, stride < kernel
-
-    def _grad_buffer(self) -> tuple[np.ndarray, bool]:
-        """``dL/dx`` buffer for the 2-D offset views and whether to add (+=) into it rather than assign."""
-        (kh, kw), (sh, sw) = self.kernel_size, self.stride
-        grad_in = self.work_buffer("grad_in", self._input_shape, self._dtype)
-        height, width = self._input_shape[2:]
-        if (sh, sw) == (kh, kw) and height % kh == 0 and width % kw == 0:
-            return grad_in, False
-        grad_in.fill(0)                   # uncovered rows/columns get 0; overlapping windows add up
-        return grad_in, (sh < kh or sw < kw)
-
-    def config(self) -> dict[str, Any]:
-        return {"type": type(self).__name__, "kernel_size": pair_config(self.kernel_size),
-                "stride": pair_config(self.stride)}
+            raise ConfigError(f"{self.layer_type} expects input [B, C, H, W], got {list(x.shape)}")
+        return self.output_hw(x.shape[2], x.shape[3])
 
     def describe(self) -> str:
         text = pair_text(self.kernel_size)
         return text if self.stride == self.kernel_size else f"{text}, stride {pair_text(self.stride)}"
 
 
-@register_layer
-class MaxPool2D(_Pool2D):
+@register("layer", "MaxPool2D", formula="y[b,c,h,w] = max_{i,j} x[b,c,h*s+i,w*s+j]",
+          gradient="grad_x[b,c,h*s+i,w*s+j] += grad_y[b,c,h,w] at the window's argmax (i, j), 0 elsewhere",
+          settings=POOL_SETTINGS)
+class MaxPool2D(Pool2D):
     """Maximum over each ``kH x kW`` window.
 
-    Backward routes each window's gradient to the one input that was its maximum and gives the
-    others 0::
+    Backward routes each window's gradient to the one input that was its maximum; the others get 0::
 
-        dL/dx[b, c, h*sH + i, w*sW + j] += dL/dy[b, c, h, w]   if (i, j) is the argmax of window (h, w)
+        dL/dx[b, c, h*sH + i, w*sW + j] += dL/dy[b, c, h, w]   where (i, j) is the argmax of window (h, w)
 
-    Computed separably: along W, then along H. Along one axis the maximum of the ``k`` offset
-    views is a knockout tournament (for k = 2 one match, ``max(x_0, x_1)``) that remembers, per
-    match, which side won as a boolean array. Backward replays the matches the other way:
-    ``g_right = g * won``, ``g_left = g * (not won)``, first for H (into a ``[B, C, H, W_out]``
-    buffer), then for W (into ``dx``).
-
-    Ties: exactly one winner, the first maximum in row-major order within the window (a right
-    side wins only when strictly greater; along W the first column, then along H the first row
-    holding the maximum). PyTorch does the same, so gradients agree even on constant regions
-    (e.g. the zeros after a ReLU).
+    Ties: the first maximum in row-major order within the window wins, as in PyTorch, so gradients
+    agree even on constant regions (the zeros after a ReLU).
     """
 
+    cached_attributes = ("argmax", "x_shape")
+
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        out_h, out_w = self._check_input(x)
-        (kh, kw), (sh, sw) = self.kernel_size, self.stride
-        batch, channels, height, _ = x.shape
-        self._matches = None
-        if training and self.takes_fast_path(x.shape):
-            return self._forward_halves(x)
-        y = self.output_buffer("y", (batch, channels, out_h, out_w), x.dtype, training)
-        # along W: [B, C, H, W_out] (a plain view when kW = 1), then along H into y
-        if kw == 1:
-            rows_max = x[:, :, :, ::sw][:, :, :, :out_w]
-            matches_w: list = []
-        else:
-            rows_max = self.work_buffer("rows_max", (batch, channels, height, out_w), x.dtype) \
-                if training else np.empty((batch, channels, height, out_w), dtype=x.dtype)
-            matches_w = self._tournament(self._axis_views(x, 3, kw, sw, out_w), rows_max, "w", training)
-        matches_h = self._tournament(self._axis_views(rows_max, 2, kh, sh, out_h), y, "h", training)
-        if training:
-            self._matches = (matches_h, matches_w)
-            self._input_shape, self._dtype = x.shape, x.dtype
-        return y
+        out_h, out_w = self.check_input(x)
+        batch, channels = x.shape[:2]
+        window_size = self.kernel_size[0] * self.kernel_size[1]
+        flat = windows(x, self.kernel_size, self.stride, (out_h, out_w)).reshape(batch, channels, out_h, out_w,
+                                                                                 window_size)
+        self.argmax = flat.argmax(axis=-1)                       # [B, C, H_out, W_out]: the winner's offset
+        self.x_shape = x.shape
+        return np.take_along_axis(flat, self.argmax[..., None], axis=-1)[..., 0]
 
-    # -- the fast path: 2x2 windows side by side, even H and W ------------------------------------
-    def takes_fast_path(self, shape: tuple[int, ...]) -> bool:
-        """Whether training on inputs of ``shape`` takes the 2x2 fast path: kernel = stride = 2, every
-        input in exactly one window."""
-        return self.kernel_size == self.stride == (2, 2) and shape[2] % 2 == 0 and shape[3] % 2 == 0
-
-    @staticmethod
-    def images_per_chunk(shape: tuple[int, ...], dtype: np.dtype) -> int:
-        """How many input images of ``shape`` make about CHUNK_BYTES (at least one)."""
-        return max(1, CHUNK_BYTES // max(1, np.dtype(dtype).itemsize * math.prod(shape[1:])))
-
-    def fast_path_chunks(self, shape: tuple[int, ...], dtype: np.dtype) -> list[slice]:
-        """Slices of the batch of :meth:`images_per_chunk` images each (the last may be shorter)."""
-        per_chunk = self.images_per_chunk(shape, dtype)
-        return [slice(start, start + per_chunk) for start in range(0, shape[0], per_chunk)]
-
-    def start_fast_forward(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """Prepare a fast-path training forward of an input of ``shape``; returns the output ``y``.
-
-        :meth:`fast_forward_chunk` then fills ``y`` chunk by chunk (see :meth:`fast_path_chunks`).
-        Row maxima are needed only while their chunk is processed: one chunk-sized buffer, which
-        stays in cache, instead of a batch-sized one written back to memory.
-        """
-        batch, channels, height, width = shape
-        self.work_buffer("rows_max", (self.images_per_chunk(shape, dtype), channels, height, width // 2), dtype)
-        self.work_buffer("right_won", (batch, channels, height, width // 2), np.dtype(np.bool_))
-        self.work_buffer("lower_won", (batch, channels, height // 2, width // 2), np.dtype(np.bool_))
-        self._matches = _HALVES
-        self._input_shape, self._dtype = tuple(shape), np.dtype(dtype)
-        return self.work_buffer("y", (batch, channels, height // 2, width // 2), dtype)
-
-    def fast_forward_chunk(self, x_part: np.ndarray, part: slice, y: np.ndarray) -> None:
-        """The tournament of the general case written out for 2x2 windows, on the images ``part``.
-
-        ``right_won = x[..., 1::2] > x[..., 0::2]`` and ``rows = max`` of the two columns of each
-        window, then ``lower_won = rows[:, :, 1::2] > rows[:, :, 0::2]`` and ``y = max`` of the rows.
-        """
-        right_won, lower_won = self._work["right_won"], self._work["lower_won"]
-        rows = self._work["rows_max"][:len(x_part)]
-        np.greater(x_part[..., 1::2], x_part[..., 0::2], out=right_won[part])        # ties: the left
-        np.maximum(x_part[..., 0::2], x_part[..., 1::2], out=rows)
-        np.greater(rows[:, :, 1::2], rows[:, :, 0::2], out=lower_won[part])          # ties: the upper
-        np.maximum(rows[:, :, 0::2], rows[:, :, 1::2], out=y[part])
-
-    def fast_backward_chunk(self, grad_out: np.ndarray, part: slice, into: np.ndarray) -> None:
-        """Replay of :meth:`fast_forward_chunk` for the images ``part``, writing their ``dL/dx`` to ``into``.
-
-        The winner of each match gets ``g * won``, the loser ``g - g * won`` (one pass instead of a
-        ``logical_not`` and a second product).
-        """
-        right_won, lower_won = self._work["right_won"], self._work["lower_won"]
-        g = grad_out[part]
-        rows = self.work_buffer("grad_rows", self._work["rows_max"].shape, self._dtype)[:len(g)]
-        np.multiply(g, lower_won[part], out=rows[:, :, 1::2])
-        np.subtract(g, rows[:, :, 1::2], out=rows[:, :, 0::2])
-        np.multiply(rows, right_won[part], out=into[..., 1::2])
-        np.subtract(rows, into[..., 1::2], out=into[..., 0::2])
-
-    def _forward_halves(self, x: np.ndarray) -> np.ndarray:
-        y = self.start_fast_forward(x.shape, x.dtype)
-        for part in self.fast_path_chunks(x.shape, x.dtype):
-            self.fast_forward_chunk(x[part], part, y)
-        return y
-
-    def _backward_halves(self, grad_out: np.ndarray) -> np.ndarray:
-        grad_in = self.work_buffer("grad_in", self._input_shape, self._dtype)
-        for part in self.fast_path_chunks(self._input_shape, self._dtype):
-            self.fast_backward_chunk(grad_out, part, grad_in[part])
-        return grad_in
-
-    def _tournament(self, players: list[np.ndarray], out: np.ndarray, tag: str,
-                    training: bool) -> list[list[np.ndarray | None]]:
-        """Write the element-wise maximum of ``players`` into ``out``; return the matches.
-
-        ``rounds[r][n]`` is the boolean "right side won" array of match ``n`` of round ``r``, or
-        None for a player without an opponent in that round (odd count).
-        """
-        if not training:
-            np.copyto(out, players[0])
-            for player in players[1:]:
-                np.maximum(out, player, out=out)
-            return []
-        rounds = []
-        while len(players) > 1:
-            matches, winners = [], []
-            for m in range(0, len(players) - 1, 2):
-                left, right = players[m], players[m + 1]
-                best = out if len(players) == 2 else self.work_buffer(f"max_{tag}{len(rounds)}_{m}",
-                                                                      out.shape, out.dtype)
-                right_won = self.work_buffer(f"won_{tag}{len(rounds)}_{m}", out.shape, np.bool_)
-                np.greater(right, left, out=right_won)          # strict: ties go to the left (earlier)
-                np.maximum(left, right, out=best)
-                matches.append(right_won)
-                winners.append(best)
-            if len(players) % 2:
-                matches.append(None)
-                winners.append(players[-1])
-            rounds.append(matches)
-            players = winners
-        if not rounds:                                          # a single player: kernel 1 on this axis
-            np.copyto(out, players[0])
-        return rounds
-
-    def _replay(self, rounds: list[list[np.ndarray | None]], grad: np.ndarray, targets: list[np.ndarray],
-                accumulate: bool, tag: str) -> None:
-        """Route ``grad`` back through the tournament into the players' gradient views ``targets``."""
-        lost = self.work_buffer("lost_" + tag, grad.shape, np.bool_)
-        routed = self.work_buffer("routed_" + tag, grad.shape, grad.dtype) if accumulate else None
-
-        def deliver(value: np.ndarray, target: np.ndarray, mask: np.ndarray | None) -> None:
-            if mask is None:
-                if accumulate:
-                    target += value
-                else:
-                    np.copyto(target, value)
-            elif accumulate:
-                np.multiply(value, mask, out=routed)
-                target += routed
-            else:
-                np.multiply(value, mask, out=target)
-
-        if not rounds:
-            deliver(grad, targets[0], None)
-            return
-        grads = [grad]
-        for r in range(len(rounds) - 1, -1, -1):                # the final first
-            children: list[np.ndarray] = []
-            for n, right_won in enumerate(rounds[r]):
-                if right_won is None:                           # had no opponent: passes through
-                    if r == 0:
-                        deliver(grads[n], targets[len(children)], None)
-                    children.append(grads[n])
-                    continue
-                if r == 0:
-                    sides = targets[len(children):len(children) + 2]
-                else:
-                    sides = [self.work_buffer(f"grad_{tag}{r}_{n}_{side}", grad.shape, grad.dtype)
-                             for side in (0, 1)]
-                np.logical_not(right_won, out=lost)
-                if r == 0:
-                    deliver(grads[n], sides[0], lost)
-                    deliver(grads[n], sides[1], right_won)
-                else:
-                    np.multiply(grads[n], lost, out=sides[0])
-                    np.multiply(grads[n], right_won, out=sides[1])
-                children.extend(sides)
-            grads = children
-
-    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
-        if not self.compute_input_grad:
-            return None
-        if self._matches is None:
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        if self.argmax is None:
             raise RuntimeError("MaxPool2D.backward needs a forward(x, training=True) first")
-        if self._matches is _HALVES:
-            return self._backward_halves(grad_out)
-        matches_h, matches_w = self._matches
-        (kh, kw), (sh, sw) = self.kernel_size, self.stride
-        batch, channels, height, width = self._input_shape
-        out_h, out_w = grad_out.shape[2:]
-        if kw == 1:     # rows_max was a strided view of x: its gradient is that view of dx
-            grad_in = self.work_buffer("grad_in", self._input_shape, self._dtype)
-            if not (sw == 1 and sh == kh and height % kh == 0):
-                grad_in.fill(0)
-            grad_rows, add_h = grad_in[:, :, :, ::sw][:, :, :, :out_w], sh < kh
-        else:
-            grad_in, add_w = self._grad_target("grad_in", self._input_shape, 3)
-            grad_rows, add_h = self._grad_target("grad_rows", (batch, channels, height, out_w), 2)
-        self._replay(matches_h, grad_out, self._axis_views(grad_rows, 2, kh, sh, out_h), add_h, "h")
-        if kw > 1:
-            self._replay(matches_w, grad_rows, self._axis_views(grad_in, 3, kw, sw, out_w), add_w, "w")
+        grad_in = np.zeros(self.x_shape, dtype=grad_out.dtype)
+        b, c, h, w = np.indices(self.argmax.shape, sparse=True)
+        i, j = np.divmod(self.argmax, self.kernel_size[1])      # the winner's row and column in its window
+        np.add.at(grad_in, (b, c, h * self.stride[0] + i, w * self.stride[1] + j), grad_out)
         return grad_in
 
 
-@register_layer
-class AvgPool2D(_Pool2D):
-    """Mean over each ``k x k`` window.
+@register("layer", "AvgPool2D", formula="y[b,c,h,w] = mean_{i,j} x[b,c,h*s+i,w*s+j]",
+          gradient="grad_x[b,c,h*s+i,w*s+j] += grad_y[b,c,h,w] / (kH*kW)", settings=POOL_SETTINGS)
+class AvgPool2D(Pool2D):
+    """Mean over each ``kH x kW`` window.
 
     Forward: ``y[b, c, h, w] = (1 / (kH*kW)) * sum_{i, j} x[b, c, h*s + i, w*s + j]``.
     Backward: every input of a window receives an equal share of its gradient::
@@ -348,27 +101,19 @@ class AvgPool2D(_Pool2D):
         dL/dx[b, c, h*s + i, w*s + j] += dL/dy[b, c, h, w] / (kH*kW)
     """
 
-    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        out_h, out_w = self._check_input(x)
-        views = self._offset_views(x, out_h, out_w)
-        y = self.output_buffer("y", (*x.shape[:2], out_h, out_w), x.dtype, training)
-        np.copyto(y, views[0])
-        for view in views[1:]:
-            y += view
-        y *= x.dtype.type(1.0 / len(views))
-        self._input_shape, self._dtype = x.shape, x.dtype
-        return y
+    cached_attributes = ("x_shape",)
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
-        if not self.compute_input_grad:
-            return None
-        grad_in, accumulate = self._grad_buffer()
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        out_hw = self.check_input(x)
+        self.x_shape = x.shape
+        return windows(x, self.kernel_size, self.stride, out_hw).mean(axis=(-2, -1), dtype=x.dtype)
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
         out_h, out_w = grad_out.shape[2:]
-        share = grad_out                  # backward may overwrite grad_out: scale it in place
-        share *= grad_out.dtype.type(1.0 / (self.kernel_size[0] * self.kernel_size[1]))
-        for grad_view in self._offset_views(grad_in, out_h, out_w):
-            if accumulate:
-                grad_view += share
-            else:
-                np.copyto(grad_view, share)
+        share = grad_out / (kh * kw)
+        grad_in = np.zeros(self.x_shape, dtype=grad_out.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                grad_in[:, :, i:i + sh * out_h:sh, j:j + sw * out_w:sw] += share
         return grad_in

@@ -22,11 +22,35 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from digitnet.errors import ConfigError
-
-SCHEDULES = ("constant", "step", "exponential", "cosine")
+from digitnet.nn.registry import entry, register
 
 #: smallest warm-up progress used, in epochs: the first step's rate is base_lr * this / warmup_epochs
 _WARMUP_FLOOR = 1e-3
+
+
+@register("schedule", "constant", formula="lr = base_lr")
+def constant(schedule: Schedule, e: float, span: float) -> float:
+    """The same rate throughout."""
+    return schedule.base_lr
+
+
+@register("schedule", "step", formula="lr = base_lr * gamma ** floor(e / step_size)")
+def step(schedule: Schedule, e: float, span: float) -> float:
+    """Multiply the rate by ``gamma`` every ``step_size`` epochs."""
+    return schedule.base_lr * schedule.gamma ** math.floor(e / schedule.step_size)
+
+
+@register("schedule", "exponential", formula="lr = base_lr * gamma ** e")
+def exponential(schedule: Schedule, e: float, span: float) -> float:
+    """Multiply the rate by ``gamma`` per epoch, smoothly."""
+    return schedule.base_lr * schedule.gamma ** e
+
+
+@register("schedule", "cosine", formula="lr = min_lr + (base_lr - min_lr) * (1 + cos(pi * e / E)) / 2")
+def cosine(schedule: Schedule, e: float, span: float) -> float:
+    """Half a cosine from ``base_lr`` down to ``min_lr`` over the epochs after warm-up."""
+    fraction = min(max(e / span, 0.0), 1.0) if span > 0 else 1.0
+    return schedule.min_lr + (schedule.base_lr - schedule.min_lr) * 0.5 * (1 + math.cos(math.pi * fraction))
 
 
 @dataclass(frozen=True)
@@ -34,7 +58,7 @@ class Schedule:
     """A learning-rate schedule; call it with the progress in epochs to get the rate.
 
     Args:
-        name: "constant", "step", "exponential" or "cosine".
+        name: a registered schedule: "constant", "step", "exponential", "cosine", ...
         base_lr: the peak rate (after warm-up).
         epochs: the length of training, in epochs (cosine reaches ``min_lr`` there).
         warmup_epochs: length of the linear warm-up (0 = none); at most ``epochs``.
@@ -64,8 +88,7 @@ class Schedule:
                 if not math.isfinite(number):
                     raise ConfigError(f"schedule {field.name} must be finite, got {value!r}")
                 object.__setattr__(self, field.name, number)     # frozen: set once, here
-        if self.name not in SCHEDULES:
-            raise ConfigError(f"unknown schedule {self.name!r} (choose from {', '.join(SCHEDULES)})")
+        object.__setattr__(self, "name", entry("schedule", self.name).name)
         if self.base_lr <= 0 or self.epochs <= 0 or self.warmup_epochs < 0 or self.step_size <= 0:
             raise ConfigError("schedule needs base_lr > 0, epochs > 0, warmup >= 0, step_size > 0")
         if self.warmup_epochs > self.epochs:
@@ -89,15 +112,7 @@ class Schedule:
         if self.warmup_epochs > 0 and progress < self.warmup_epochs:
             return self.base_lr * min(max(progress, _WARMUP_FLOOR) / self.warmup_epochs, 1.0)
         e = progress - self.warmup_epochs
-        if self.name == "constant":
-            return self.base_lr
-        if self.name == "step":
-            return self.base_lr * self.gamma ** math.floor(e / self.step_size)
-        if self.name == "exponential":
-            return self.base_lr * self.gamma ** e
-        span = self.epochs - self.warmup_epochs
-        fraction = min(max(e / span, 0.0), 1.0) if span > 0 else 1.0
-        return self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * fraction))
+        return entry("schedule", self.name).target(self, e, self.epochs - self.warmup_epochs)
 
     def config(self) -> dict[str, Any]:
         """JSON-serialisable fields; ``Schedule.from_config(s.config()) == s``."""

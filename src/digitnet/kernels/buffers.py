@@ -1,0 +1,57 @@
+"""What every kernel shares: scratch arrays reused from batch to batch, and adoption of a reference layer.
+
+Two conventions keep a training step free of large allocations:
+
+- in training mode (``training=True``) a kernel may write its output into a work buffer it owns
+  and reuses: that output is valid until the kernel's next ``forward``. In inference mode every
+  output is a fresh array the caller may keep;
+- ``backward`` may overwrite ``grad_out`` (it is a temporary of the layer above), and writes the
+  gradients into the arrays already in ``grads``.
+
+``compute_input_grad = False`` (set by :class:`~digitnet.kernels.sequential.FastSequential` on the
+first layers of a model) skips ``dL/dx``, which nobody needs for the input images.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class Buffered:
+    """Mixin for kernels: work buffers, and :meth:`adopt` to become the fast twin of a reference object."""
+
+    compute_input_grad = True
+
+    @classmethod
+    def adopt(cls, reference: Any) -> Any:
+        """A kernel that shares ``reference``'s settings, parameters, gradients and buffers (the same
+        arrays, not copies), so training it trains the reference model too."""
+        fast = object.__new__(cls)
+        fast.__dict__.update(reference.__dict__)
+        fast._work = {}
+        fast.setup()
+        return fast
+
+    def setup(self) -> None:
+        """Kernel-only state, created on adoption (subclasses extend it)."""
+
+    def work_buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A reusable scratch array of ``shape`` and ``dtype``, allocated on first use."""
+        buf = self._work.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = np.empty(shape, dtype=dtype)
+            self._work[name] = buf
+        return buf
+
+    def output_buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype, training: bool) -> np.ndarray:
+        """Reused buffer in training mode, fresh array in inference mode (see the module docstring)."""
+        if training:
+            return self.work_buffer(name, shape, dtype)
+        return np.empty(shape, dtype=dtype)
+
+    def release_buffers(self) -> None:
+        """Drop work buffers and what forward kept for backward."""
+        self._work.clear()
+        super().release_buffers()

@@ -1,0 +1,341 @@
+"""The fast twin of Conv2D: im2col in a channels-last layout, and the Fourier convolution.
+
+:class:`~digitnet.nn.conv.Conv2D` states the math; this kernel computes the same numbers (up to
+float32 rounding) faster, in one of two ways:
+
+- **im2col**, arranged for the memory: the padded input is kept channels-last (NHWC), so the patch
+  copy moves runs of ``C_in`` floats; with one input channel the patches are stored offset-major
+  (``[K, B, H_out*W_out]``: the copy moves image rows) and one small product per image writes NCHW
+  directly, the bias riding along as a row of ones. The products are arranged so their outputs come
+  out channel-major (``[C_out, P]``), turning into NCHW by copying runs of ``H_out*W_out`` floats.
+  col2im is ``kH*kW`` products added into slices, which needs a ``[P, C_in]`` buffer instead of ``[P, K]``.
+- **Fourier** (stride 1, :mod:`digitnet.kernels.fourier`): the convolution theorem turns the sums over
+  kernel offsets into one product per frequency; the sum over channels stays a matrix product,
+  ``[B, C_in] @ [C_in, C_out]`` per frequency.
+
+"auto" takes Fourier for stride-1 layers with at least 2 input channels, kernels of 3x3 or larger
+and batches of at least ``FOURIER_MIN_BATCH`` images, and im2col otherwise: with one input channel
+im2col's product is tiny and Fourier would pay for the transforms of all the outputs; for a few
+images the kernels' own transform dominates. docs/CNN.md and docs/SPEED.md give the measurements.
+
+All scratch arrays are work buffers reused across batches; ``dL/dx`` is skipped when
+``compute_input_grad`` is False (the first layer of a model); in inference mode the batch is
+processed in chunks so the scratch arrays stay small (a 2,048-image prediction batch would otherwise
+need a 1.3 GB patch matrix). A first convolution and the 2x2 max pooling after it can also train
+together, chunk by chunk (:meth:`FastConv2D.forward_pooled`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from digitnet.errors import ConfigError
+from digitnet.kernels.buffers import Buffered
+from digitnet.kernels.fourier import FourierPlan
+from digitnet.kernels.registry import kernel_for
+from digitnet.nn.base import Layer
+from digitnet.nn.conv import Conv2D
+
+#: in inference mode, images per chunk are chosen so the scratch arrays stay below about this size
+INFERENCE_BYTES = 32 * 2**20
+#: "auto" convolves batches smaller than this by im2col (see FastConv2D.uses_fourier)
+FOURIER_MIN_BATCH = 16
+
+
+@kernel_for(Conv2D)
+class FastConv2D(Buffered, Conv2D):
+    """:class:`~digitnet.nn.conv.Conv2D` by tuned im2col or the Fourier transform (see the module docstring)."""
+
+    def setup(self) -> None:
+        self._cache: dict[str, Any] | None = None
+        self._plans: dict[tuple[int, int, str], FourierPlan] = {}
+
+    def uses_fourier(self, batch: int | None = None) -> bool:
+        """Whether forward/backward go through the convolution theorem (see ``algorithm``).
+
+        "auto" takes Fourier for stride 1, at least 2 input channels, kernels of 3x3 or more and
+        batches of at least FOURIER_MIN_BATCH images (``batch`` None: a large batch); see the
+        module docstring for why, and docs/CNN.md for the measurements.
+        """
+        if self.algorithm != "auto":
+            return self.algorithm == "fourier"
+        kh, kw = self.kernel_size
+        return self.stride == (1, 1) and self.in_channels >= 2 and kh * kw >= 9 and \
+            (batch is None or batch >= FOURIER_MIN_BATCH)
+
+    # -- forward ----------------------------------------------------------------------------------
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ConfigError(f"Conv2D expects input [B, {self.in_channels}, H, W], got {list(x.shape)}")
+        batch, _, height, width = x.shape
+        out_h, out_w = self.output_hw(height, width)
+        dtype = np.result_type(x, self.params["weights"])
+        y = self.output_buffer("y", (batch, self.out_channels, out_h, out_w), dtype, training)
+        fourier = self.uses_fourier(batch)
+        if batch == 0:                    # nothing to compute (and reshapes of empty arrays are ambiguous)
+            self._cache = {"algorithm": "empty", "x_shape": x.shape} if training else None
+            return y
+        if training:
+            self._cache = (self._forward_fourier if fourier else self._forward_im2col)(x, y, "")
+            return y
+        # inference: chunks of images keep the scratch arrays small; nothing is kept for backward
+        self._cache = None
+        if fourier:
+            plan = self._plan(height, width, dtype)
+            per_image = plan.freq_h * plan.freq_w * (self.in_channels + self.out_channels) * 2 * dtype.itemsize
+        else:
+            per_image = out_h * out_w * self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+            per_image *= dtype.itemsize
+        chunk = max(1, INFERENCE_BYTES // max(per_image, 1))
+        for start in range(0, batch, chunk):
+            part = slice(start, start + chunk)
+            (self._forward_fourier if fourier else self._forward_im2col)(x[part], y[part], "inference_")
+        return y
+
+    def _forward_im2col(self, x: np.ndarray, y: np.ndarray, prefix: str) -> dict[str, Any]:
+        """Write the convolution of ``x`` into ``y`` (both NCHW) by im2col and one matrix product."""
+        batch, out_channels, out_h, out_w = y.shape
+        weights = self.params["weights"]
+        # W_mat[o, (i, j, c)] = weights[o, c, i, j]; tiny, rebuilt because the optimizer changes weights
+        w_mat = weights.transpose(0, 2, 3, 1).reshape(out_channels, -1).astype(y.dtype, copy=False)
+        bias = self.params["bias"].astype(y.dtype, copy=False)
+        x_pad = self._padded_input(x, y.dtype, prefix)
+        cols = self._im2col(x_pad, out_h, out_w, prefix)
+        if cols.ndim == 3:
+            # C_in = 1: cols is [K + 1, B, H_out*W_out] whose last row is ones, so with the bias as
+            # an extra column of W_mat one product per image writes y (NCHW) bias included
+            np.matmul(self._weights_with_bias(y.dtype), cols.transpose(1, 0, 2), out=y.reshape(batch, out_channels, -1))
+        else:
+            # y_mat = W_mat @ cols.T is channel-major [C_out, P]; the bias goes onto its contiguous
+            # rows, then one copy moving runs of H_out*W_out floats makes it NCHW
+            y_mat = self.work_buffer(prefix + "y_mat", (out_channels, batch * out_h * out_w), y.dtype)
+            np.matmul(w_mat, cols.T, out=y_mat)
+            y_mat += bias[:, None]
+            np.copyto(y.reshape(batch, out_channels, -1),
+                      y_mat.reshape(out_channels, batch, -1).transpose(1, 0, 2))
+        return {"algorithm": "im2col", "x_shape": x.shape, "cols": cols}
+
+    def _weights_with_bias(self, dtype: np.dtype) -> np.ndarray:
+        """C_in = 1: ``[W_mat | bias]`` ``[C_out, K + 1]``, to multiply patches that end in a row of ones."""
+        weights = self.params["weights"].reshape(self.out_channels, -1)
+        return np.concatenate([weights, self.params["bias"][:, None]], axis=1).astype(dtype, copy=False)
+
+    def _padded_input(self, x: np.ndarray, dtype: np.dtype, prefix: str) -> np.ndarray:
+        """``x`` as NHWC ``[B, H + 2pH, W + 2pW, C_in]`` with a zero border (a reused work buffer).
+
+        The border is zeroed once when the buffer is allocated; later calls overwrite only the
+        interior, so the border stays zero.
+        """
+        batch, channels, height, width = x.shape
+        (pad_h, pad_w) = self.padding
+        if pad_h == 0 and pad_w == 0 and channels == 1:
+            return x.reshape(batch, height, width, 1)          # NCHW with C=1 is already NHWC
+        shape = (batch, height + 2 * pad_h, width + 2 * pad_w, channels)
+        name = prefix + "x_pad"
+        old = self._work.get(name)
+        fresh = old is None or old.shape != shape or old.dtype != dtype
+        x_pad = self.work_buffer(name, shape, dtype)
+        if fresh:
+            x_pad.fill(0)
+        x_pad[:, pad_h:pad_h + height, pad_w:pad_w + width, :] = x.transpose(0, 2, 3, 1)
+        return x_pad
+
+    def _im2col(self, x_pad: np.ndarray, out_h: int, out_w: int, prefix: str) -> np.ndarray:
+        """The patches ``cols[(b, h, w), (i, j, c)] = x_pad[b, h*sH + i, w*sW + j, c]``, one copy from a window view.
+
+        Returns ``[P, K]``, or for C_in = 1 the offset-major ``[K + 1, B, H_out*W_out]`` (whose copy
+        moves whole image rows instead of single floats) with a last row of ones for the bias.
+        """
+        batch, _, _, channels = x_pad.shape
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        # windows[b, h, w, c, i, j] = x_pad[b, h*sH + i, w*sW + j, c]   (a view, no copy)
+        windows = sliding_window_view(x_pad, (kh, kw), axis=(1, 2))[:, ::sh, ::sw][:, :out_h, :out_w]
+        if channels == 1:
+            name, shape = prefix + "cols", (kh * kw + 1, batch, out_h, out_w)
+            old = self._work.get(name)
+            cols_t = self.work_buffer(name, shape, x_pad.dtype)
+            if old is None or old.shape != shape or old.dtype != x_pad.dtype:
+                cols_t[-1] = 1                # the row of ones that carries the bias; never overwritten
+            np.copyto(cols_t[:-1].reshape(kh, kw, batch, out_h, out_w), windows[:, :, :, 0].transpose(3, 4, 0, 1, 2))
+            return cols_t.reshape(kh * kw + 1, batch, out_h * out_w)
+        cols = self.work_buffer(prefix + "cols", (batch, out_h, out_w, kh, kw, channels), x_pad.dtype)
+        np.copyto(cols, windows.transpose(0, 1, 2, 4, 5, 3))
+        return cols.reshape(batch * out_h * out_w, -1)
+
+    def _plan(self, height: int, width: int, dtype: np.dtype) -> FourierPlan:
+        key = (height, width, np.dtype(dtype).str)
+        if key not in self._plans:
+            self._plans[key] = FourierPlan(height, width, self.kernel_size, self.padding, dtype)
+        return self._plans[key]
+
+    def _forward_fourier(self, x: np.ndarray, y: np.ndarray, prefix: str) -> dict[str, Any]:
+        """Write the convolution of ``x`` into ``y`` through the convolution theorem (stride 1)."""
+        batch, out_channels = y.shape[:2]
+        plan = self._plan(x.shape[2], x.shape[3], y.dtype)
+        buffer = self.work_buffer
+        x_spec = plan.spectrum(x, plan.x_w, plan.x_h, buffer, prefix + "x_spec")          # X*  [F, B, C_in]
+        kernel_spec = plan.kernel_spectrum(self.params["weights"])                        # Wf  [F, C_in, C_out]
+        y_spec = buffer(prefix + "y_spec", (len(kernel_spec), batch, out_channels), plan.complex)
+        np.matmul(x_spec, kernel_spec, out=y_spec)                                         # Y* = X* Wf
+        # the bias is the zero-frequency term: (1 / (Lh Lw)) * bias * Lh * Lw at every position
+        y_spec[0] += self.params["bias"] * (plan.len_h * plan.len_w)
+        plan.inverse(y_spec, plan.y_h, plan.y_w, y, buffer, prefix + "y_inv")
+        return {"algorithm": "fourier", "x_shape": x.shape, "plan": plan, "x_spec": x_spec,
+                "kernel_spec": kernel_spec}
+
+    # -- backward ---------------------------------------------------------------------------------
+    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
+        if self._cache is None:
+            raise RuntimeError("Conv2D.backward needs a forward(x, training=True) first")
+        if self._cache["algorithm"] == "empty":
+            for grad in self.grads.values():
+                grad.fill(0)
+            return None if not self.compute_input_grad else np.zeros(self._cache["x_shape"], grad_out.dtype)
+        if self._cache["algorithm"] == "fourier":
+            return self._backward_fourier(grad_out)
+        return self._backward_im2col(grad_out)
+
+    def _backward_im2col(self, grad_out: np.ndarray) -> np.ndarray | None:
+        cols = self._cache["cols"]
+        batch, out_channels, out_h, out_w = grad_out.shape
+        dtype = grad_out.dtype
+        kh, kw = self.kernel_size
+        g_mat = None
+        if cols.ndim == 3:
+            # C_in = 1: [dL/dW_mat, dL/dbias] = sum_b grad_out[b] @ cols[:, b].T, one small product
+            # per image (the row of ones in cols gives the bias gradient as the last column)
+            per_image = self.work_buffer("grad_w_per_image", (batch, out_channels, cols.shape[0]), dtype)
+            np.matmul(grad_out.reshape(batch, out_channels, -1), cols.transpose(1, 2, 0), out=per_image)
+            grad_w_mat = self._bias_grad_from_total(per_image.sum(axis=0))
+        else:
+            # dL/dbias[o] = sum_{b, h, w} grad_out[b, o, h, w] (einsum: 2x faster than sum over axes)
+            np.einsum("bos->o", grad_out.reshape(batch, out_channels, -1), out=self.grads["bias"])
+            g_mat = self._channel_major(grad_out)
+            grad_w_mat = self.work_buffer("grad_w_mat", (out_channels, cols.shape[1]), dtype)
+            np.matmul(g_mat, cols, out=grad_w_mat)                          # dL/dW_mat = g_mat @ cols
+        self._set_weight_grads(grad_w_mat)
+        if not self.compute_input_grad:
+            return None
+        if g_mat is None:
+            g_mat = self._channel_major(grad_out)
+        return self._input_grad_im2col(g_mat, self._cache["x_shape"], out_h, out_w)
+
+    def _bias_grad_from_total(self, total: np.ndarray) -> np.ndarray:
+        """C_in = 1: store the last column of ``[dL/dW_mat, dL/dbias]`` as the bias gradient; return dL/dW_mat."""
+        self.grads["bias"][...] = total[:, -1]
+        return total[:, :-1]
+
+    def _set_weight_grads(self, grad_w_mat: np.ndarray) -> None:
+        """``grads["weights"][o, c, i, j] = grad_w_mat[o, (i, j, c)]``."""
+        kh, kw = self.kernel_size
+        np.copyto(self.grads["weights"],
+                  grad_w_mat.reshape(self.out_channels, kh, kw, self.in_channels).transpose(0, 3, 1, 2))
+
+    def _channel_major(self, grad_out: np.ndarray) -> np.ndarray:
+        """``g_mat [C_out, P]``: ``g_mat[o, (b, h, w)] = grad_out[b, o, h, w]`` (moves runs of H_out*W_out)."""
+        batch, out_channels = grad_out.shape[:2]
+        g_mat = self.work_buffer("g_mat", (out_channels, batch, grad_out[0, 0].size), grad_out.dtype)
+        np.copyto(g_mat, grad_out.reshape(batch, out_channels, -1).transpose(1, 0, 2))
+        return g_mat.reshape(out_channels, -1)
+
+    def _input_grad_im2col(self, g_mat: np.ndarray, x_shape: tuple[int, ...], out_h: int,
+                           out_w: int) -> np.ndarray:
+        """col2im: ``dL/dx`` ``[B, C_in, H, W]`` from ``g_mat [C_out, P]``, one product per kernel offset."""
+        batch, channels, height, width = x_shape
+        (kh, kw), (sh, sw), (pad_h, pad_w) = self.kernel_size, self.stride, self.padding
+        dtype = g_mat.dtype
+        # weights_by_offset[i, j] = weights[:, :, i, j] as a contiguous [C_out, C_in] matrix
+        weights_by_offset = np.ascontiguousarray(self.params["weights"].transpose(2, 3, 0, 1), dtype=dtype)
+        grad_pad = self.work_buffer("grad_x_pad", (batch, height + 2 * pad_h, width + 2 * pad_w, channels),
+                                    dtype)
+        grad_pad.fill(0)
+        contribution = self.work_buffer("grad_offset", (batch * out_h * out_w, channels), dtype)
+        contribution_4d = contribution.reshape(batch, out_h, out_w, channels)
+        for i in range(kh):
+            for j in range(kw):
+                # contribution[(b, h, w), c] = sum_o g_mat[o, (b, h, w)] * weights[o, c, i, j]
+                np.matmul(g_mat.T, weights_by_offset[i, j], out=contribution)
+                grad_pad[:, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw, :] += contribution_4d
+        grad_in = self.work_buffer("grad_in", x_shape, dtype)
+        np.copyto(grad_in, grad_pad[:, pad_h:pad_h + height, pad_w:pad_w + width, :].transpose(0, 3, 1, 2))
+        return grad_in
+
+    def _backward_fourier(self, grad_out: np.ndarray) -> np.ndarray | None:
+        """``G = DFT(g)``; ``DW* = X*^T G`` per frequency; ``DX = G Wf^T``; inverse transforms."""
+        plan: FourierPlan = self._cache["plan"]
+        x_spec, kernel_spec = self._cache["x_spec"], self._cache["kernel_spec"]
+        buffer = self.work_buffer
+        g_spec = plan.spectrum(grad_out, plan.g_w, plan.g_h, buffer, "g_spec")           # G [F, B, C_out]
+        # frequency 0 of G is the sum of g over positions, so dL/dbias = sum_b G[0, b] (real)
+        np.sum(g_spec[0].real, axis=0, out=self.grads["bias"])
+        grad_w_spec = buffer("grad_w_spec", kernel_spec.shape, plan.complex)
+        np.matmul(x_spec.transpose(0, 2, 1), g_spec, out=grad_w_spec)                      # conj(DW)
+        np.copyto(self.grads["weights"], plan.kernel_from_spectrum(grad_w_spec, conjugated=True))
+        if not self.compute_input_grad:
+            return None
+        grad_x_spec = buffer("grad_x_spec", x_spec.shape, plan.complex)
+        np.matmul(g_spec, kernel_spec.transpose(0, 2, 1), out=grad_x_spec)                 # DX = G Wf^T
+        grad_in = self.work_buffer("grad_in", self._cache["x_shape"], grad_out.dtype)
+        return plan.inverse(grad_x_spec, plan.dx_h, plan.dx_w, grad_in, buffer, "grad_x_inv")
+
+    # -- training together with the 2x2 max pooling after it ------------------------------------
+    def pools_in_chunks(self, pool: Layer, x: np.ndarray) -> bool:
+        """Whether :meth:`forward_pooled` can train this layer and ``pool``, the layer after it, on ``x``.
+
+        It can for the first layer of the usual MNIST network: one input channel, im2col, no
+        ``dL/dx``, followed by a MaxPool2D whose 2x2 fast path applies.
+        """
+        takes_fast_path = getattr(pool, "takes_fast_path", None)
+        if takes_fast_path is None or self.in_channels != 1 or self.compute_input_grad:
+            return False
+        if x.ndim != 4 or x.shape[1] != 1 or len(x) == 0 or self.uses_fourier(len(x)):
+            return False
+        return takes_fast_path((len(x), self.out_channels, *self.output_hw(x.shape[2], x.shape[3])))
+
+    def forward_pooled(self, x: np.ndarray, pool: Layer) -> np.ndarray:
+        """``pool.forward(self.forward(x, True), True)``, the same numbers, a chunk of images at a time.
+
+        Each chunk's convolution output (about ``CHUNK_BYTES`` of the pooling kernel) is pooled
+        while it is still in the cache, so the batch-sized output of this layer (12.8 MB for 32
+        maps of 28x28 and 128 images) is never written to memory nor read back.
+        """
+        batch = len(x)
+        out_h, out_w = self.output_hw(x.shape[2], x.shape[3])
+        dtype = np.result_type(x, self.params["weights"])
+        shape = (batch, self.out_channels, out_h, out_w)
+        cols = self._im2col(self._padded_input(x, dtype, ""), out_h, out_w, "")         # [K + 1, B, P]
+        w_bias = self._weights_with_bias(dtype)
+        pooled = pool.start_fast_forward(shape, dtype)
+        y_chunk = self.work_buffer("y_chunk", (pool.images_per_chunk(shape, dtype), *shape[1:]), dtype)
+        for part in pool.fast_path_chunks(shape, dtype):
+            patches = cols[:, part]
+            y = y_chunk[:patches.shape[1]]
+            np.matmul(w_bias, patches.transpose(1, 0, 2), out=y.reshape(len(y), self.out_channels, -1))
+            pool.fast_forward_chunk(y, part, pooled)
+        self._cache = {"algorithm": "im2col", "x_shape": x.shape, "cols": cols, "pooled_shape": shape}
+        return pooled
+
+    def backward_pooled(self, grad_pooled: np.ndarray, pool: Layer) -> None:
+        """Backward of :meth:`forward_pooled`: fills the gradients of this layer (it has no ``dL/dx``).
+
+        Chunk by chunk, the pooling routes ``grad_pooled`` to its inputs (this layer's outputs) and
+        one product per image turns that into ``[dL/dW_mat, dL/dbias]``, as :meth:`backward` does.
+        """
+        cols, shape = self._cache["cols"], self._cache["pooled_shape"]
+        dtype = grad_pooled.dtype
+        per_image = self.work_buffer("grad_w_per_image", (shape[0], self.out_channels, cols.shape[0]), dtype)
+        grad_chunk = self.work_buffer("grad_chunk", self._work["y_chunk"].shape, dtype)
+        for part in pool.fast_path_chunks(shape, dtype):
+            patches = cols[:, part]
+            grad_y = grad_chunk[:patches.shape[1]]
+            pool.fast_backward_chunk(grad_pooled, part, grad_y)
+            np.matmul(grad_y.reshape(len(grad_y), self.out_channels, -1), patches.transpose(1, 2, 0),
+                      out=per_image[part])
+        self._set_weight_grads(self._bias_grad_from_total(per_image.sum(axis=0)))
+
+    def release_buffers(self) -> None:
+        super().release_buffers()
+        self._cache = None

@@ -1,0 +1,80 @@
+"""The fast twins of Dense, Dropout and Flatten: outputs in reused buffers, products written in place."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from digitnet.errors import ConfigError
+from digitnet.kernels.buffers import Buffered
+from digitnet.kernels.registry import kernel_for
+from digitnet.nn.dense import Dense
+from digitnet.nn.dropout import Dropout
+
+
+@kernel_for(Dense)
+class FastDense(Buffered, Dense):
+    """:class:`~digitnet.nn.dense.Dense` with its products written into reused arrays.
+
+    The bias gradient is computed as ``ones @ grad_out`` (one BLAS call) rather than
+    ``grad_out.sum(axis=0)``: BLAS runs it faster than NumPy's reduction over the batch axis.
+    """
+
+    cached_attributes = ("x",)
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        weights = self.params["weights"]
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ConfigError(f"Dense expects input [B, {self.in_features}], got {list(x.shape)}")
+        dtype = x.dtype if x.dtype == weights.dtype else np.result_type(x, weights)
+        y = self.output_buffer("y", (x.shape[0], self.out_features), dtype, training)
+        np.matmul(x, weights, out=y)
+        y += self.params["bias"]
+        self.x = x
+        return y
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
+        weights = self.params["weights"]
+        np.matmul(self.x.T, grad_out, out=self.grads["weights"])
+        np.matmul(self._ones(grad_out.shape[0], grad_out.dtype), grad_out, out=self.grads["bias"])
+        if not self.compute_input_grad:
+            return None
+        grad_in = self.work_buffer("grad_in", (grad_out.shape[0], self.in_features), grad_out.dtype)
+        np.matmul(grad_out, weights.T, out=grad_in)
+        return grad_in
+
+    def _ones(self, batch: int, dtype: np.dtype) -> np.ndarray:
+        """A reused vector of ``batch`` ones (for the bias gradient)."""
+        ones = self._work.get("ones")
+        if ones is None or ones.shape != (batch,) or ones.dtype != dtype:
+            ones = self._work["ones"] = np.ones(batch, dtype=dtype)
+        return ones
+
+
+@kernel_for(Dropout)
+class FastDropout(Buffered, Dropout):
+    """:class:`~digitnet.nn.dropout.Dropout` with the mask built in place in a reused buffer."""
+
+    cached_attributes = ("mask",)
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        if not training or self.rate == 0.0:
+            self.mask = None
+            return x
+        if self.fixed_mask is not None:
+            mask = self.fixed_mask.astype(x.dtype, copy=False)
+        else:
+            mask = self.work_buffer("mask", x.shape, x.dtype)
+            self.rng.random(dtype=x.dtype, out=mask)
+            # mask <- (u >= rate) / (1 - rate), computed in place
+            np.greater_equal(mask, self.rate, out=mask, casting="unsafe")
+            mask *= x.dtype.type(1.0 / (1.0 - self.rate))
+        self.mask = mask
+        y = self.output_buffer("y", x.shape, x.dtype, training)
+        np.multiply(x, mask, out=y)
+        return y
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        if self.mask is None:
+            return grad_out
+        grad_out *= self.mask
+        return grad_out
