@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 
 from digitnet.analysis import batch_gradients
+from digitnet.config import TrainConfig, build_loss, build_model, build_optimizer, seed_generators
 from digitnet.data.batches import images_to_inputs
 from digitnet.errors import ConfigError, DataError
-from digitnet.explain import explain_image, symbols
+from digitnet.explain import PREDICTING_RULES, copy_model, explain_image, substitute, symbols
+from digitnet.kernels import speed_up
 from digitnet.nn import (
     BatchNorm,
     Conv2D,
@@ -20,6 +22,7 @@ from digitnet.nn import (
     SoftmaxCrossEntropy,
 )
 from digitnet.nn.gradcheck import numeric_gradient, relative_error
+from digitnet.nn.registry import entry, entry_of
 
 
 def stroke_image() -> np.ndarray:
@@ -78,15 +81,18 @@ def test_loss_is_minus_log_p_of_the_label_and_its_gradient_is_p_minus_onehot(mlp
     assert e.loss.value == pytest.approx(-np.log(e.probabilities[4]), rel=1e-5)
     onehot = np.eye(10, dtype=np.float32)[4]
     np.testing.assert_allclose(e.loss.grad[0], e.probabilities - onehot, atol=1e-6)
-    assert e.loss.grad_formula == "grad_z2 = (p - onehot(label)) / B"
+    assert e.loss.grad_formula == "grad_z2 = (softmax(z2) - q) / B"      # the registry's dL/dz, z named z2
+    assert e.loss.formula == substitute(entry("loss", "cross_entropy").formula, {"z": "z2", "y": "label"})
+    assert e.loss.settings == {"label_smoothing": 0.0, "reduction": "mean"}
 
 
 def test_backward_gradients_are_the_real_ones(mlp):
     image = stroke_image()
     e = explain_image(mlp, image, 4)
     assert [s.name for s in e.backward] == ["dense_1", "relu_0", "dense_0"]
-    assert e.backward[0].formulas == ["grad_weights = a1.T @ grad_z2", "grad_bias = grad_z2.sum(axis=0)",
+    assert e.backward[0].formulas == ["grad_weights = a1.T @ grad_z2", "grad_bias = sum_b grad_z2",
                                       "grad_a1 = grad_z2 @ weights.T"]
+    assert e.backward[1].formulas == ["grad_z1 = grad_a1 * (a1 > 0)"]
     reference = batch_gradients(mlp, SoftmaxCrossEntropy(), image[None], np.array([4]))
     for step in e.backward:
         for key, grad in step.grads.items():
@@ -119,7 +125,8 @@ def test_one_sgd_step_lowers_the_loss_on_a_copy(mlp):
     for key, value in mlp.state_dict().items():            # the model passed in is untouched
         np.testing.assert_array_equal(value, before[key])
     u = e.update
-    assert u.lr == 0.01 and u.formula == "param = param - lr * grad"
+    assert u.lr == 0.01 and u.formula == entry("optimizer", "sgd").formula
+    assert u.settings == {"lr": 0.01, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0}  # param -= lr * grad
     grads = {f"layers.{s.index}.{k}": g for s in e.backward for k, g in s.grads.items()}
     assert set(u.update_norms) == set(grads)
     for name, grad in grads.items():
@@ -150,7 +157,13 @@ def test_cnn_with_batchnorm_pooling_and_dropout():
     assert [s.output_shape for s in e.forward] == [(1, 3, 26, 26), (1, 3, 26, 26), (1, 3, 26, 26), (1, 3, 13, 13),
                                                    (1, 507), (1, 507), (1, 10)]
     assert symbols(model) == ["z1", "z2", "a2", "a2_2", "a2_3", "a2_4", "z3"]
-    assert "2x2 window" in e.forward[3].formula and "identity" in e.forward[5].formula
+    assert e.forward[3].formula == "a2_2[b,c,h,w] = max_{i,j} a2[b,c,h*s+i,w*s+j]"
+    # the two layers that predict with another function than they train with have explain's own rules
+    assert e.forward[1].formula == ("z2 = gamma * z1_hat + beta,  z1_hat = (z1 - running_mean) / "
+                                    "sqrt(running_var + eps)")
+    assert e.forward[5].formula == "a2_4 = a2_3   (dropout is off when predicting)"
+    assert e.backward[-2].formulas == ["grad_gamma = sum(grad_z2 * z1_hat)", "grad_beta = sum(grad_z2)",
+                                       "grad_z1 = grad_z2 * gamma / sqrt(running_var + eps)"]
     np.testing.assert_allclose(e.probabilities, model.predict_proba(e.inputs)[0], rtol=1e-6, atol=1e-8)
     assert float(e.probabilities.sum()) == pytest.approx(1.0, abs=1e-6)
 
@@ -180,7 +193,8 @@ def test_sigmoid_network_with_mse():
     target = np.eye(10)[7]
     assert e.loss.value == pytest.approx(0.5 * np.sum((a - target) ** 2), rel=1e-5)
     np.testing.assert_allclose(e.probabilities, model.predict_proba(e.inputs)[0], rtol=1e-6)
-    assert e.loss.formula == "L = (1 / 2B) * sum((a2 - onehot(label))**2)"
+    assert e.loss.formula == "L = (1/2B) sum_b sum_k (a2[b,k] - onehot(label)[b,k])**2"
+    assert e.loss.grad_formula == "grad_a2 = (a2 - onehot(label)) / B"
     assert e.backward[0].formulas == ["grad_z2 = grad_a2 * a2 * (1 - a2)"]
     assert "saturated" in e.forward[1].stats
 
@@ -201,3 +215,58 @@ def test_summary_is_json_ready(mlp):
     assert len(summary["forward"][0]["values"]) == 3
     assert summary["backward"][-1]["grads"]["weights"]["shape"] == [784, 16]
     assert sum(summary["probabilities"]) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_substitute_renames_variables_and_their_gradients_only():
+    names = {"x": "a1", "y": "z2"}
+    assert substitute("grad_x = grad_y * (y > 0)", names) == "grad_a1 = grad_z2 * (z2 > 0)"
+    assert substitute("y_k = exp(x_k) / sum_j exp(x_j)", names) == "z2_k = exp(a1_k) / sum_j exp(a1_j)"
+    assert substitute("x_hat = (x - mean) * max(x_pad, 0)", names) == "a1_hat = (a1 - mean) * max(a1_pad, 0)"
+    assert substitute("dL/dz = softmax(z) - onehot(y)", {"z": "z3", "y": "label"}) == \
+        "grad_z3 = softmax(z3) - onehot(label)"
+    assert substitute("exp(xy) + max(x2, y.T)", names) == "exp(xy) + max(x2, z2.T)"
+
+
+def test_every_formula_is_the_registrys_with_the_steps_symbols(mlp):
+    e = explain_image(mlp, stroke_image(), 4)
+    for step, layer in zip(e.forward, mlp.layers, strict=True):
+        rule = entry_of(layer)
+        names = {"x": step.input_symbol, "y": step.symbol}
+        assert step.formula == substitute(rule.formula, names)
+        backward = next(b for b in e.backward if b.index == step.index)
+        assert backward.formulas == [substitute(part.strip(), names) for part in rule.gradient.split(";")]
+    assert e.output_formula == "p = softmax(z2)"
+    assert set(PREDICTING_RULES) == {"BatchNorm", "Dropout"}   # the only rules explain writes itself
+
+
+def test_a_new_activation_and_optimizer_need_no_explain_code():
+    """GELU and RMSprop were added to digitnet.nn only: a GELU network trained with RMSprop is
+    explained with GELU's registered formulas, by the reference layers, whatever the model computes with."""
+    config = TrainConfig().replace(arch="784-12-10", activation="gelu", optimizer="rmsprop", lr=0.003,
+                                   loss_reduction="sum")
+    rngs = seed_generators(0)
+    model, loss_fn, optimizer = speed_up(build_model(config, rngs["init"], rngs["dropout"]), build_loss(config),
+                                         build_optimizer(config))
+    images = np.stack([np.roll(stroke_image(), shift, axis=1) for shift in range(-3, 4)])
+    labels = np.arange(7) % 10
+    x = images_to_inputs(images, (784,))
+    for _ in range(5):
+        loss_fn.forward(model.forward(x, training=True), labels)
+        model.backward(loss_fn.backward())
+        optimizer.step(model.parameters())
+    assert optimizer.name == "rmsprop"
+
+    assert all(type(layer).__module__.startswith("digitnet.nn.") for layer in copy_model(model).layers)
+    e = explain_image(model, stroke_image(), 3, training=config.to_dict())
+    assert [s.kind for s in e.forward] == ["Dense", "GELU", "Dense"]
+    gelu = entry("activation", "gelu")
+    assert e.forward[1].formula == substitute(gelu.formula, {"x": "z1", "y": "a1"}) == \
+        "a1 = 0.5 * z1 * (1 + tanh(u)),  u = sqrt(2/pi) * (z1 + 0.044715 * z1**3)"
+    assert e.backward[1].formulas == [substitute(gelu.gradient, {"x": "z1", "y": "a1"})]
+    assert e.loss.settings["reduction"] == "sum"               # the loss the model was trained with
+    assert e.update.formula == entry("optimizer", "sgd").formula     # the explained step is plain SGD
+    reference = batch_gradients(copy_model(model), build_loss(config), stroke_image()[None], np.array([3]))
+    for step in e.backward:
+        for key, grad in step.grads.items():
+            np.testing.assert_allclose(grad, reference[f"layers.{step.index}.{key}"], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(e.probabilities, model.predict_proba(e.inputs)[0], rtol=1e-5, atol=1e-7)

@@ -1,31 +1,36 @@
 """One image through the network, step by step: the numbers of the forward pass, the loss, the
-backward pass and one SGD step, as a structured record (presentation lives in ``digitnet explain``).
+backward pass and one SGD step, as a structured record. Presentation (text, the HTML page) lives in
+:mod:`digitnet.viz.explain`; this module only computes and records.
 
 For one image ``x`` (a batch of ``B = 1``, shape ``[1, *input_shape]``) and its label ``y``::
 
     forward    out[0] = x;  out[i+1] = layers[i].forward(out[i])          every layer, in order
-    output     p = softmax(z)            when the last layer gives logits z  [1, K]
-    loss       L = -log p[y]             (cross-entropy; MSE: L = (1/2B) sum (a - onehot(y))^2)
-    backward   grad_z = (p - onehot(y)) / B                                 dL/d(outputs) [1, K]
-               grad_in = layers[i].backward(grad_out), last layer first; each layer also fills
+    output     p = model.predict_proba(x)                                   [1, K]
+    loss       L = loss.forward(out[-1], y);  grad = loss.backward()        dL/d(outputs) [1, K]
+    backward   grad_in = layers[i].backward(grad_out), last layer first; each layer also sets
                its grads (grad_weights, grad_bias, ...)
-    step       param = param - lr * grad                                    plain SGD, every param
+    step       one plain SGD step on every parameter, then the loss again
 
 The forward pass is the network *as it predicts* (inference): Dropout is the identity and
 BatchNorm uses its running statistics, so the probabilities are exactly ``model.predict_proba(x)``.
 The backward pass differentiates that same function. It works for any :class:`Sequential`
-(convolutions, pooling, ...): each layer runs its own ``forward`` and ``backward``; only
-BatchNorm's inference-mode derivative is written here, because its ``backward`` differentiates the
-training-mode (batch statistics) function.
+(convolutions, pooling, ...) and runs the reference layers of :mod:`digitnet.nn` (the readable
+ones, never the tuned kernels) on a copy, so the model you pass is never changed.
+
+Every formula is the registry's (:mod:`digitnet.nn.registry`), written there in the names
+``x`` (input), ``y`` (output), ``grad_x``, ``grad_y`` and renamed here to the step's symbols, so
+a new registered layer or activation is explained without touching this module. The one rule
+written here is how BatchNorm and Dropout compute *when predicting* (:data:`PREDICTING_RULES`):
+the registry describes their training function.
 
 Symbols follow the textbook: ``x`` is the input, the output of the n-th layer with parameters is
 ``z{n}`` (a pre-activation) and the output of the layer after it ``a{n}`` (an activation); further
-parameter-free layers get ``a{n}_2``, ``a{n}_3``, ... The model you pass is never changed: the
-backward pass and the step run on a copy.
+parameter-free layers get ``a{n}_2``, ``a{n}_3``, ...
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,52 +38,24 @@ import numpy as np
 
 from digitnet.data.batches import images_to_inputs
 from digitnet.errors import ConfigError, DataError
-from digitnet.nn.activations import softmax
-from digitnet.nn.losses import Loss, MeanSquaredError, SoftmaxCrossEntropy, make_loss
-from digitnet.nn.model import Sequential
+from digitnet.nn.losses import Loss, make_loss
 from digitnet.nn.optim import SGD
+from digitnet.nn.registry import entry_of
+from digitnet.nn.sequential import Sequential
 
-#: layers run in inference mode on the explained copy too (their training mode is another function)
-INFERENCE_ONLY = ("Dropout", "BatchNorm")
-
-#: forward formula of each layer type; {x} is the input's symbol, {y} the output's
-FORWARD_FORMULAS: dict[str, str] = {
-    "Dense": "{y} = {x} @ weights + bias",
-    "Conv2D": "{y}[c] = bias[c] + sum_k cross_correlate({x}[k], weights[c, k])",
-    "MaxPool2D": "{y} = max of {x} over each {window} window",
-    "AvgPool2D": "{y} = mean of {x} over each {window} window",
-    "Flatten": "{y} = reshape({x}, [B, -1])",
-    "Dropout": "{y} = {x}   (the identity when predicting; training keeps each unit with prob. 1 - {rate:g})",
-    "BatchNorm": "{y} = gamma * ({x} - running_mean) / sqrt(running_var + eps) + beta",
-    "ReLU": "{y} = max({x}, 0)",
-    "LeakyReLU": "{y} = {x} if {x} > 0 else {slope:g} * {x}",
-    "Sigmoid": "{y} = 1 / (1 + exp(-{x}))",
-    "Tanh": "{y} = tanh({x})",
-    "Softmax": "{y} = exp({x} - max {x}) / sum(exp({x} - max {x}))",
+#: Forward rule and gradient rules (in the registry's names) of the layers whose predicting function
+#: differs from the training function the registry describes: BatchNorm's statistics and Dropout's
+#: mask are constants when predicting, so their gradients are simpler. These layers run in
+#: inference mode on the explained copy; BatchNorm's gradient is :func:`_batchnorm_predicting_backward`.
+PREDICTING_RULES: dict[str, tuple[str, str]] = {
+    "BatchNorm": ("y = gamma * x_hat + beta,  x_hat = (x - running_mean) / sqrt(running_var + eps)",
+                  "grad_gamma = sum(grad_y * x_hat);  grad_beta = sum(grad_y);  "
+                  "grad_x = grad_y * gamma / sqrt(running_var + eps)"),
+    "Dropout": ("y = x   (dropout is off when predicting)", "grad_x = grad_y"),
 }
 
-#: backward formulas of each layer type: the parameter gradients, then the input gradient
-BACKWARD_FORMULAS: dict[str, list[str]] = {
-    "Dense": ["grad_weights = {x}.T @ grad_{y}", "grad_bias = grad_{y}.sum(axis=0)",
-              "grad_{x} = grad_{y} @ weights.T"],
-    "Conv2D": ["grad_weights[c, k] = sum over positions of grad_{y}[c] * the {x}[k] patch under the kernel",
-               "grad_bias[c] = sum of grad_{y}[c]",
-               "grad_{x} = each position's grad_{y} spread back through weights (col2im)"],
-    "MaxPool2D": ["grad_{x} = grad_{y} routed to the maximum of each window, 0 elsewhere"],
-    "AvgPool2D": ["grad_{x} = grad_{y} shared equally by the inputs of each window"],
-    "Flatten": ["grad_{x} = reshape(grad_{y}, shape of {x})"],
-    "Dropout": ["grad_{x} = grad_{y}   (the identity when predicting)"],
-    "BatchNorm": ["grad_gamma = sum(grad_{y} * x_hat),  x_hat = ({x} - running_mean) / sqrt(running_var + eps)",
-                  "grad_beta = sum(grad_{y})",
-                  "grad_{x} = grad_{y} * gamma / sqrt(running_var + eps)"],
-    "ReLU": ["grad_{x} = grad_{y} * ({x} > 0)"],
-    "LeakyReLU": ["grad_{x} = grad_{y} * (1 if {x} > 0 else {slope:g})"],
-    "Sigmoid": ["grad_{x} = grad_{y} * {y} * (1 - {y})"],
-    "Tanh": ["grad_{x} = grad_{y} * (1 - {y}**2)"],
-    "Softmax": ["grad_{x} = {y} * (grad_{y} - sum(grad_{y} * {y}))"],
-}
-
-UPDATE_FORMULA = "param = param - lr * grad"
+#: how ``Sequential.predict_proba`` turns each kind of output ``{z}`` into probabilities (in words)
+OUTPUT_RULES = {"logits": "p = softmax({z})", "softmax": "p = {z}", "sigmoid": "p = {z} / sum({z})"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -92,7 +69,8 @@ class ForwardStep:
         index: position in ``model.layers``; name: ``"dense_0"``; kind: the layer type (``"Dense"``).
         description: ``layer.describe()`` (``"784->128 (he)"``).
         input_symbol, symbol: ``"x"`` and ``"z1"`` (see the module docstring).
-        formula: the layer's math in the code's names, e.g. ``"z1 = x @ weights + bias"``.
+        formula: the layer's registered forward rule with the step's symbols, e.g.
+            ``"z1 = x @ weights + bias"``.
         input_shape, output_shape: with the batch axis, e.g. ``(1, 784)`` and ``(1, 128)``.
         output: the layer's output, float32 ``output_shape`` (a copy).
         params: the layer's parameters by key (``"weights"``, ``"bias"``), copies.
@@ -119,8 +97,10 @@ class ForwardStep:
 class LossRecord:
     """The loss of the image for its label and its gradient with respect to the outputs.
 
-    ``grad`` is ``dL/d(outputs)`` ``[1, K]``: ``(p - onehot(label)) / B`` for cross-entropy on
-    logits, ``(a - onehot(label)) / B`` for MSE (``B = 1``).
+    ``formula`` and ``grad_formula`` are the loss's registered rules with the output's symbol and
+    ``label``; ``settings`` are the loss's (``label_smoothing``, ``reduction``). ``grad`` is
+    ``dL/d(outputs)`` ``[1, K]``: ``softmax(z) - onehot(label)`` for cross-entropy on logits,
+    ``a - onehot(label)`` for MSE (``B = 1``).
     """
 
     name: str
@@ -129,6 +109,7 @@ class LossRecord:
     grad_formula: str
     grad: np.ndarray
     target: np.ndarray
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -136,7 +117,8 @@ class BackwardStep:
     """One layer of the backward pass (the steps run from the last layer to the first).
 
     Attributes:
-        formulas: the gradients this layer computes, in the code's names.
+        formulas: the gradients this layer computes (its registered gradient rules with the step's
+            symbols), parameter gradients first.
         grad_out: ``dL/d(output)`` ``[1, ...]``, what the layer above handed down.
         grad_in: ``dL/d(input)``, what this layer hands to the one below (for the first layer:
             how each input pixel would change the loss).
@@ -156,14 +138,17 @@ class BackwardStep:
 
 @dataclass
 class UpdateRecord:
-    """One SGD step ``param = param - lr * grad`` on the image, and what it changed.
+    """One plain SGD step on the image (``param -= lr * grad``), and what it changed.
 
-    ``update_norms[name]`` is ``||lr * grad||`` and ``param_norms[name]`` is ``||param||`` before
-    the step (names as in ``model.named_parameters()``: ``"layers.0.weights"``).
+    ``formula`` is SGD's registered update and ``settings`` the step's (momentum 0, no weight decay,
+    which reduce it to ``param -= lr * grad``). ``update_norms[name]`` is ``||lr * grad||`` and
+    ``param_norms[name]`` is ``||param||`` before the step (names as in ``model.named_parameters()``:
+    ``"layers.0.weights"``).
     """
 
     lr: float
     formula: str
+    settings: dict[str, Any]
     update_norms: dict[str, float]
     param_norms: dict[str, float]
     loss_before: float
@@ -180,7 +165,8 @@ class Explanation:
     """Everything :func:`explain_image` computed for one image.
 
     ``inputs`` is ``[1, *input_shape]`` float32 in [0, 1]; ``probabilities`` ``[K]`` sums to 1 and
-    equals ``model.predict_proba(inputs)[0]``; ``backward`` runs from the last layer to the first.
+    equals ``model.predict_proba(inputs)[0]`` (``output_formula`` says how, e.g. ``"p = softmax(z2)"``);
+    ``backward`` runs from the last layer to the first.
     """
 
     image: np.ndarray | None
@@ -190,6 +176,7 @@ class Explanation:
     classes: list[str]
     output_kind: str
     forward: list[ForwardStep]
+    output_formula: str
     probabilities: np.ndarray
     predicted: int
     loss: LossRecord
@@ -215,8 +202,10 @@ class Explanation:
                          "output_shape": list(s.output_shape), "values": head(s.output),
                          "params": {k: list(v.shape) for k, v in s.params.items()}, "stats": s.stats}
                         for s in self.forward],
+            "output_formula": self.output_formula,
             "probabilities": [float(p) for p in self.probabilities], "predicted": self.predicted,
-            "loss": {"name": self.loss.name, "formula": self.loss.formula, "value": self.loss.value,
+            "loss": {"name": self.loss.name, "formula": self.loss.formula, "settings": self.loss.settings,
+                     "value": self.loss.value,
                      "grad_formula": self.loss.grad_formula, "grad": [float(g) for g in self.loss.grad.ravel()]},
             "backward": [{"index": s.index, "name": s.name, "kind": s.kind, "formulas": s.formulas,
                           "grad_out_shape": list(s.grad_out.shape), "grad_out_norm": norm(s.grad_out),
@@ -225,7 +214,7 @@ class Explanation:
                           "grads": {k: {"shape": list(g.shape), "norm": norm(g), "values": head(g)}
                                     for k, g in s.grads.items()}}
                          for s in self.backward],
-            "update": {"lr": self.update.lr, "formula": self.update.formula,
+            "update": {"lr": self.update.lr, "formula": self.update.formula, "settings": self.update.settings,
                        "update_norms": self.update.update_norms, "param_norms": self.update.param_norms,
                        "loss_before": self.update.loss_before, "loss_after": self.update.loss_after,
                        "p_true_before": self.update.p_true_before, "p_true_after": self.update.p_true_after,
@@ -245,7 +234,7 @@ def norm(array: np.ndarray) -> float:
 # ----------------------------------------------------------------------------------------------
 def layer_kind(layer) -> str:
     """The layer's type name as in its config (``"Dense"``, ``"ReLU"``, ...)."""
-    return layer.config().get("type", type(layer).__name__)
+    return layer.layer_type
 
 
 def symbols(model: Sequential) -> list[str]:
@@ -266,33 +255,42 @@ def symbols(model: Sequential) -> list[str]:
     return names
 
 
-def _format(template: str, layer, x: str, y: str) -> str:
-    config = layer.config()
-    window = config.get("kernel_size")
-    if isinstance(window, int):
-        window = [window, window]
-    values = {**config, "x": x, "y": y,
-              "window": "x".join(str(v) for v in window) if isinstance(window, list | tuple) else window}
-    try:
-        return template.format(**values)
-    except (KeyError, IndexError, ValueError):
-        return template.replace("{x}", x).replace("{y}", y)
+def substitute(text: str, names: dict[str, str]) -> str:
+    """``text`` with each variable of ``names`` renamed, also inside ``grad_v``, ``dL/dv`` (written
+    ``grad_`` too), the indexed ``v_k``, ``v_j`` and the derived ``v_hat``, ``v_pad``; other words
+    are left alone (``max``, ``exp``).
+
+    ``substitute("grad_x = grad_y * (y > 0)", {"x": "z1", "y": "a1"}) == "grad_z1 = grad_a1 * (a1 > 0)"``
+    """
+    variables = "|".join(re.escape(name) for name in sorted(names, key=len, reverse=True))
+    pattern = re.compile(rf"(?<!\w)(grad_|dL/d)?({variables})(?=(?:_[jk]|_hat|_pad)?(?!\w))")
+    return pattern.sub(lambda m: ("grad_" if m.group(1) else "") + names[m.group(2)], text)
+
+
+def rules(layer) -> tuple[str, list[str]]:
+    """The layer's forward rule and its gradient rules (parameter gradients first, then ``grad_x``),
+    in the registry's names ``x`` and ``y``: the registered ones, or :data:`PREDICTING_RULES`."""
+    kind = layer_kind(layer)
+    found = entry_of(layer)
+    if kind in PREDICTING_RULES:
+        forward, gradient = PREDICTING_RULES[kind]
+    elif found is not None and found.gradient:
+        forward, gradient = found.formula, found.gradient
+    else:   # a layer registered outside digitnet.nn, without formulas: name what it computes
+        forward = f"y = {kind}(x)"
+        gradient = ";  ".join([f"grad_{key} = dL/d{key}" for key in layer.params]
+                              + [f"grad_x = {kind}.backward(grad_y)"])
+    return forward, [part.strip() for part in gradient.split(";") if part.strip()]
 
 
 def forward_formula(layer, x: str, y: str) -> str:
-    """The layer's forward math with input symbol ``x`` and output symbol ``y``."""
-    kind = layer_kind(layer)
-    template = FORWARD_FORMULAS.get(kind, "{y} = " + kind + "({x})")
-    return _format(template, layer, x, y)
+    """The layer's forward rule with input symbol ``x`` and output symbol ``y``."""
+    return substitute(rules(layer)[0], {"x": x, "y": y})
 
 
 def backward_formulas(layer, x: str, y: str) -> list[str]:
-    """The layer's backward math: parameter gradients first, then ``grad_{x}`` (the input gradient)."""
-    kind = layer_kind(layer)
-    templates = BACKWARD_FORMULAS.get(kind)
-    if templates is None:   # a layer type registered elsewhere: name what it computes
-        templates = [f"grad_{key} = dL/d{key}" for key in layer.params] + ["grad_{x} = " + kind + ".backward(grad_{y})"]
-    return [_format(t, layer, x, y) for t in templates]
+    """The layer's gradient rules with input symbol ``x`` and output symbol ``y``."""
+    return [substitute(rule, {"x": x, "y": y}) for rule in rules(layer)[1]]
 
 
 def output_stats(kind: str, output: np.ndarray) -> dict[str, Any]:
@@ -316,38 +314,33 @@ def output_stats(kind: str, output: np.ndarray) -> dict[str, Any]:
     return stats
 
 
-def probabilities_of(outputs: np.ndarray, output_kind: str) -> np.ndarray:
-    """Class probabilities ``[N, K]`` from a model's outputs, exactly as ``Sequential.predict_proba``.
-
-    logits: ``softmax(z)``; softmax outputs as they are; sigmoid outputs divided by their row sum.
-    """
-    out = np.array(outputs, dtype=np.float32)
-    if output_kind == "logits":
-        return softmax(out, out=out)
-    if output_kind == "sigmoid":
-        totals = out.sum(axis=1, keepdims=True)
-        return np.divide(out, totals, out=np.full_like(out, 1.0 / out.shape[1]), where=totals > 0)
-    return out
-
-
 def default_loss(model: Sequential, training: dict[str, Any] | None = None) -> Loss:
-    """The loss the model was trained with (``training["loss"]``), else cross-entropy for logits and
-    MSE for softmax/sigmoid outputs. Label smoothing is left out: the explanation shows the plain loss."""
-    name = (training or {}).get("loss")
+    """The loss the model was trained with (``training["loss"]`` and ``["loss_reduction"]``), else
+    cross-entropy for logits and MSE for softmax/sigmoid outputs. Label smoothing is left out: the
+    explanation shows the loss of the plain label."""
+    training = training or {}
+    name = training.get("loss")
     if not isinstance(name, str):
         name = "cross_entropy" if model.output_kind == "logits" else "mse"
-    return make_loss(name)
+    reduction = training.get("loss_reduction")
+    return make_loss(name, reduction=reduction if isinstance(reduction, str) else "mean")
 
 
 def loss_formulas(loss: Loss, symbol: str) -> tuple[str, str]:
-    """``(loss formula, gradient formula)`` for the output symbol ``symbol`` (``"z2"``)."""
-    if isinstance(loss, SoftmaxCrossEntropy):
-        return ("L = -log p[label],  p = softmax(" + symbol + ")",
-                f"grad_{symbol} = (p - onehot(label)) / B")
-    if isinstance(loss, MeanSquaredError):
-        return (f"L = (1 / 2B) * sum(({symbol} - onehot(label))**2)",
-                f"grad_{symbol} = ({symbol} - onehot(label)) / B")
-    return f"L = {type(loss).__name__}({symbol}, label)", f"grad_{symbol} = dL/d{symbol}"
+    """``(loss formula, gradient formula)``: the loss's registered rules with the output's symbol
+    ``symbol`` (``"z2"``) for its input (the variable of ``dL/dz``) and ``label`` for ``y``."""
+    found = entry_of(loss)
+    variable = re.match(r"dL/d(\w+)", found.gradient) if found is not None else None
+    if variable is None:
+        return f"L = {type(loss).__name__}({symbol}, label)", f"grad_{symbol} = dL/d{symbol}"
+    names = {variable.group(1): symbol, "y": "label"}
+    return substitute(found.formula, names), substitute(found.gradient, names)
+
+
+def settings_of(thing) -> dict[str, Any]:
+    """The registered settings of a loss or optimizer with their values (``{"reduction": "mean"}``)."""
+    found = entry_of(thing)
+    return {} if found is None else {s.name: getattr(thing, s.name) for s in found.settings}
 
 
 def copy_model(model: Sequential) -> Sequential:
@@ -357,25 +350,22 @@ def copy_model(model: Sequential) -> Sequential:
     return copy
 
 
-def _batchnorm_inference_backward(layer, x: np.ndarray, grad_out: np.ndarray) -> np.ndarray:
-    """Gradients of BatchNorm as it predicts: ``y = gamma * x_hat + beta`` with the running statistics,
-    ``x_hat = (x - running_mean) / sqrt(running_var + eps)``, which are constants here (unlike in training,
-    where the batch's mean and variance depend on x). Fills ``layer.grads``; returns ``grad_in``."""
-    batch, features = x.shape[0], x.shape[1]
-    x3 = x.reshape(batch, features, -1).astype(np.float64)
-    g3 = grad_out.reshape(batch, features, -1).astype(np.float64)
-    inv_std = 1.0 / np.sqrt(layer.buffers["running_var"].astype(np.float64) + layer.eps)
-    x_hat = (x3 - layer.buffers["running_mean"].astype(np.float64)[:, None]) * inv_std[:, None]
-    layer.grads["beta"][...] = g3.sum(axis=(0, 2))
-    layer.grads["gamma"][...] = (g3 * x_hat).sum(axis=(0, 2))
-    gamma = layer.params["gamma"].astype(np.float64)
-    return (g3 * (gamma * inv_std)[:, None]).reshape(grad_out.shape).astype(grad_out.dtype)
+def _batchnorm_predicting_backward(layer, x: np.ndarray, grad_out: np.ndarray) -> np.ndarray:
+    """BatchNorm's gradients as it predicts (:data:`PREDICTING_RULES`). The running statistics are
+    constants, so ``y`` is ``gamma * x_hat + beta`` with ``x_hat`` an affine function of ``x``; the
+    reference backward also differentiates the batch statistics, which depend on ``x``. Sets
+    ``layer.grads`` (new arrays, as every reference backward does); returns ``grad_x``."""
+    g = layer.as_3d(grad_out).astype(np.float64)
+    inv_std = 1.0 / np.sqrt(layer.buffers["running_var"].astype(np.float64) + layer.eps)[:, None]
+    x_hat = (layer.as_3d(x) - layer.buffers["running_mean"][:, None]) * inv_std
+    dtype = layer.params["gamma"].dtype
+    layer.grads = {"gamma": (g * x_hat).sum(axis=(0, 2)).astype(dtype), "beta": g.sum(axis=(0, 2)).astype(dtype)}
+    return (g * layer.params["gamma"][:, None] * inv_std).reshape(grad_out.shape).astype(grad_out.dtype)
 
 
-def _true_class_loss(model: Sequential, loss: Loss, inputs: np.ndarray, label: int) -> tuple[float, np.ndarray]:
-    outputs = model.forward(inputs, training=False)
-    value = loss.forward(outputs, np.array([label]))
-    return value, probabilities_of(outputs, model.output_kind)[0]
+def _loss_and_probabilities(model: Sequential, loss: Loss, inputs: np.ndarray, label: int) -> tuple[float, np.ndarray]:
+    value = loss.forward(model.forward(inputs, training=False), np.array([label]))
+    return value, model.predict_proba(inputs)[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -393,6 +383,10 @@ def explain_image(
 ) -> Explanation:
     """Forward, loss, backward and one SGD step for one image (see the module docstring).
 
+    The step is plain SGD whatever the model was trained with: it shows the direction of the
+    gradient, and one step of an adaptive optimizer from empty state would not (RMSprop's and Adam's
+    first steps are about ``lr * sign(grad)`` scaled by a constant).
+
     Args:
         model: any Sequential; it is not modified.
         image: uint8 ``[28, 28]`` (white on black, as MNIST), or inputs already in the model's
@@ -402,7 +396,7 @@ def explain_image(
         loss: a Loss or its name; default: :func:`default_loss` (what the model was trained with).
         classes: class names (default ``"0"..."K-1"``).
         training: the model's training configuration (a model file's ``training`` metadata),
-            used to choose the loss.
+            used to choose the loss and its reduction.
 
     Returns:
         An :class:`Explanation`.
@@ -430,20 +424,20 @@ def explain_image(
     loss_fn = make_loss(loss) if isinstance(loss, str) else (loss or default_loss(model, training))
 
     work = copy_model(model)
-    for layer in work.layers:   # on the copy, every layer hands back its input gradient (even for the pixels)
-        layer.compute_input_grad = True
     names = work.layer_names()
     outs = symbols(work)
     ins = ["x", *outs[:-1]]
+    # first: predict_proba runs its own forward, which would replace what the layers keep for backward
+    probabilities = work.predict_proba(inputs)[0]
 
-    # -- forward: each layer in inference mode's math, keeping what backward needs --------------
+    # -- forward: the network as it predicts, each layer keeping what its backward needs ----------
     forward: list[ForwardStep] = []
     layer_inputs: list[np.ndarray] = []
     x = inputs
     for i, layer in enumerate(work.layers):
         kind = layer_kind(layer)
         layer_inputs.append(x)
-        y = layer.forward(x, training=kind not in INFERENCE_ONLY)
+        y = layer.forward(x, training=kind not in PREDICTING_RULES)
         forward.append(ForwardStep(
             index=i, name=names[i], kind=kind, description=layer.describe(), input_symbol=ins[i], symbol=outs[i],
             formula=forward_formula(layer, ins[i], outs[i]), input_shape=tuple(x.shape), output_shape=tuple(y.shape),
@@ -451,7 +445,6 @@ def explain_image(
             stats=output_stats(kind, y)))
         x = y
     outputs = forward[-1].output
-    probabilities = probabilities_of(outputs, work.output_kind)[0]
     predicted = int(np.argmax(probabilities))
     label_given = label is not None
     label = predicted if label is None else int(label)
@@ -465,7 +458,8 @@ def explain_image(
     target = np.zeros(len(probabilities), dtype=np.float32)
     target[label] = 1
     loss_record = LossRecord(name=loss_fn.name, formula=loss_formula, value=float(loss_value),
-                             grad_formula=grad_formula, grad=grad.copy(), target=target)
+                             grad_formula=grad_formula, grad=grad.copy(), target=target,
+                             settings=settings_of(loss_fn))
 
     # -- backward: last layer first ---------------------------------------------------------------
     backward: list[BackwardStep] = []
@@ -474,7 +468,7 @@ def explain_image(
         kind = layer_kind(layer)
         grad_out = grad.copy()
         if kind == "BatchNorm":
-            grad_in = _batchnorm_inference_backward(layer, layer_inputs[i], grad)
+            grad_in = _batchnorm_predicting_backward(layer, layer_inputs[i], grad)
         else:
             grad_in = layer.backward(grad)
         grad_in = None if grad_in is None else np.array(grad_in)
@@ -490,19 +484,22 @@ def explain_image(
     named = work.named_parameters()
     param_norms = {name: norm(param) for name, param, _ in named}
     update_norms = {name: lr * norm(g) for name, _, g in named}
-    SGD(lr=lr).step(work.parameters())
-    loss_after, probabilities_after = _true_class_loss(work, loss_fn, inputs, label)
+    sgd = SGD(lr=lr)
+    sgd.step(work.parameters())
+    loss_after, probabilities_after = _loss_and_probabilities(work, loss_fn, inputs, label)
     work.release_buffers()
     update = UpdateRecord(
-        lr=float(lr), formula=UPDATE_FORMULA, update_norms=update_norms, param_norms=param_norms,
+        lr=float(lr), formula=entry_of(sgd).formula, settings=settings_of(sgd),
+        update_norms=update_norms, param_norms=param_norms,
         loss_before=float(loss_value), loss_after=float(loss_after),
         p_true_before=float(probabilities[label]), p_true_after=float(probabilities_after[label]),
         predicted_before=predicted, predicted_after=int(np.argmax(probabilities_after)),
         probabilities_after=probabilities_after)
     return Explanation(image=shown_image, inputs=inputs, label=label, label_given=label_given, classes=classes,
-                       output_kind=work.output_kind, forward=forward, probabilities=probabilities,
+                       output_kind=work.output_kind, forward=forward,
+                       output_formula=OUTPUT_RULES[work.output_kind].format(z=outs[-1]), probabilities=probabilities,
                        predicted=predicted, loss=loss_record, backward=backward, update=update)
 
 
-__all__ = ["BackwardStep", "Explanation", "ForwardStep", "LossRecord", "UpdateRecord", "explain_image",
-           "probabilities_of", "symbols"]
+__all__ = ["PREDICTING_RULES", "BackwardStep", "Explanation", "ForwardStep", "LossRecord", "UpdateRecord",
+           "explain_image", "substitute", "symbols"]

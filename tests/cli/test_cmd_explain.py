@@ -1,11 +1,16 @@
+import html
 import re
 
 import numpy as np
 import pytest
 
 from digitnet.cli import main
+from digitnet.config import TrainConfig
 from digitnet.data.batches import images_to_inputs
+from digitnet.explain import substitute
 from digitnet.io import load_model
+from digitnet.nn.registry import entry
+from digitnet.runs import run_training
 from tests.cli.conftest import run_cli
 from tests.web.support import encode, render
 
@@ -31,9 +36,11 @@ def test_explain_a_test_image_as_a_user_runs_it(small_run, model, mnist_test):
     for text in ("x  the input: 784 numbers in [0, 1]", "z1 = x @ weights + bias",
                  "[1, 784] @ [784, 32] + [32] -> [1, 32]", "a1 = max(z1, 0)", "[1, 32] -> [1, 32]",
                  "[1, 32] @ [32, 10] + [10] -> [1, 10]", "weights [784, 32]", "p = softmax(z2)  [10], sums to 1.0000",
-                 "grad_z2 = (p - onehot(label)) / B  [1, 10]", "grad_weights = a1.T @ grad_z2  [32, 10]",
-                 "grad_z1 = grad_a1 * (z1 > 0)  [1, 32]", "grad_weights = x.T @ grad_z1  [784, 32]",
-                 "grad_x = grad_z1 @ weights.T  [1, 784]", "param = param - lr * grad", "layers.0.weights"):
+                 "grad_z2 = (softmax(z2) - q) / B  [1, 10]", "(label_smoothing 0, reduction mean)",
+                 "grad_weights = a1.T @ grad_z2  [32, 10]", "grad_bias = sum_b grad_z2  [10]",
+                 "grad_z1 = grad_a1 * (a1 > 0)  [1, 32]", "grad_weights = x.T @ grad_z1  [784, 32]",
+                 "grad_x = grad_z1 @ weights.T  [1, 784]", entry("optimizer", "sgd").formula,
+                 "(lr 0.1, momentum 0, nesterov False, weight_decay 0)", "layers.0.weights"):
         assert text in out, text
     # the printed probabilities are the model's, they sum to 1, and the true label is marked
     x = images_to_inputs(mnist_test.images[3:4], (784,))
@@ -98,3 +105,20 @@ def test_explain_flag_errors(small_run, tmp_path):
     assert result.returncode == 2 and "not allowed with argument" in result.stderr
     result = run_cli("explain", tmp_path / "missing.safetensors")
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "not found" in result.stderr
+
+
+def test_explain_a_gelu_network_trained_with_rmsprop(mnist_path, tmp_path, capsys):
+    """A registered activation and optimizer reach ``digitnet explain`` without explain code of their own."""
+    config = TrainConfig().replace(arch="784-16-10", activation="gelu", optimizer="rmsprop", lr=0.003, epochs=1,
+                                   limit_train=500, batch_size=50)
+    run_training(config, tmp_path / "gelu", quiet=True, log=lambda message: None)
+    page = tmp_path / "gelu.html"
+    assert main(["explain", str(tmp_path / "gelu"), "--image", "1", "--html", str(page)]) == 0
+    out = capsys.readouterr().out
+    gelu = entry("activation", "gelu")
+    forward = substitute(gelu.formula, {"x": "z1", "y": "a1"})
+    backward = substitute(gelu.gradient, {"x": "z1", "y": "a1"})
+    assert "layer 1  gelu_0  GELU" in out and f"    {forward}\n" in out
+    assert f"    {backward}  [1, 16]  norm " in out
+    text = page.read_text()
+    assert html.escape(forward) in text and html.escape(backward) in text
