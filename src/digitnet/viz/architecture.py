@@ -18,7 +18,13 @@ from digitnet.viz.style import (
 
 #: at most this many neurons are drawn in a column; wider layers show their first and last ones
 MAX_SHOWN = 10
-MLP_TYPES = {"Dense", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Dropout"}
+
+
+def mlp_types() -> set[str]:
+    """Layer types drawn as columns of neurons: Dense, Dropout and every registered activation."""
+    from digitnet.nn.registry import entries
+
+    return {"Dense", "Dropout"} | {found.target.__name__ for found in entries("activation")}
 
 
 def shown_units(count: int, limit: int = MAX_SHOWN) -> list[int]:
@@ -148,7 +154,7 @@ def _draw_boxes(model, classes: list[str] | None):
 def is_mlp(model) -> bool:
     """Whether the model is a plain fully connected stack (drawn as neurons) or not (drawn as boxes)."""
     types = {row["type"] for row in layer_table(model)}
-    return len(model.input_shape) == 1 and types <= MLP_TYPES and "Dense" in types
+    return len(model.input_shape) == 1 and types <= mlp_types() and "Dense" in types
 
 
 @drawing
