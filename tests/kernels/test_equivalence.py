@@ -10,8 +10,25 @@ import numpy as np
 import pytest
 
 from digitnet.kernels import KERNELS, fast_twin, speed_up
-from digitnet.nn import (SGD, Adam, AdamW, AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, LeakyReLU,
-                         MaxPool2D, ReLU, Sequential, Sigmoid, Softmax, SoftmaxCrossEntropy, Tanh)
+from digitnet.nn import (
+    SGD,
+    Adam,
+    AdamW,
+    AvgPool2D,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    LeakyReLU,
+    MaxPool2D,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Softmax,
+    SoftmaxCrossEntropy,
+    Tanh,
+)
 from digitnet.nn.gradcheck import to_float64
 
 TOL = dict(rtol=1e-10, atol=1e-12)
@@ -114,7 +131,8 @@ def test_cross_entropy_kernel_equals_the_reference(smoothing, reduction, rng):
 
 
 OPTIMIZERS = [
-    lambda: SGD(0.1), lambda: SGD(0.05, momentum=0.9), lambda: SGD(0.05, momentum=0.9, nesterov=True, weight_decay=0.01),
+    lambda: SGD(0.1), lambda: SGD(0.05, momentum=0.9),
+    lambda: SGD(0.05, momentum=0.9, nesterov=True, weight_decay=0.01),
     lambda: Adam(1e-3), lambda: Adam(1e-3, weight_decay=0.01), lambda: AdamW(1e-3, weight_decay=0.05),
 ]
 

@@ -1,4 +1,5 @@
-"""BatchNorm on [B, F] and [B, C, H, W]: normalisation, running statistics, inference, gradients."""
+"""BatchNorm (the reference) on [B, F] and [B, C, H, W]: normalisation, running statistics, inference,
+gradients, settings."""
 
 from __future__ import annotations
 
@@ -104,8 +105,10 @@ def test_shapes_buffers_and_errors():
         layer.output_shape((16, 14, 14))
     with pytest.raises(ConfigError):
         layer.forward(np.zeros((2, 16), dtype=np.float32), training=True)
-    for bad in ({"num_features": 0}, {"num_features": 4, "momentum": 1.5}, {"num_features": 4, "eps": 0}):
-        with pytest.raises(ConfigError):
+    for bad, message in (({"num_features": 0}, r"BatchNorm num_features must be >= 1"),
+                         ({"num_features": 4, "momentum": 1.5}, r"BatchNorm momentum must be \[0, 1\], got 1.5"),
+                         ({"num_features": 4, "eps": 0}, r"BatchNorm eps must be > 0, got 0")):
+        with pytest.raises(ConfigError, match=message):
             BatchNorm(**bad)
 
 
@@ -146,3 +149,40 @@ def test_float32_training_matches_a_float64_reference(shape, offset, rng):
     np.testing.assert_allclose(layer.backward(grad.copy()), expected_dx, atol=2e-4 if offset else 2e-5)
     np.testing.assert_allclose(layer.grads["gamma"], expected_dgamma, rtol=1e-4, atol=2e-3 if offset else 1e-4)
     np.testing.assert_allclose(layer.grads["beta"], expected_dbeta, rtol=1e-5, atol=1e-4)
+
+
+def test_backward_before_any_training_forward_is_an_error():
+    with pytest.raises(RuntimeError, match="forward"):
+        BatchNorm(3).backward(np.ones((2, 3), dtype=np.float32))
+
+
+def test_forward_keeps_x_hat_and_inv_std_and_release_buffers_forgets_them(rng):
+    layer = BatchNorm(3)
+    x = rng.standard_normal((6, 3))
+    layer.forward(x, training=True)
+    np.testing.assert_allclose(layer.inv_std, 1 / np.sqrt(x.var(axis=0) + 1e-5), rtol=1e-12)
+    np.testing.assert_allclose(layer.x_hat[:, :, 0], (x - x.mean(axis=0)) * layer.inv_std, rtol=1e-12)
+    layer.release_buffers()
+    assert layer.x_hat is None and layer.inv_std is None
+    assert set(layer.buffers) == {"running_mean", "running_var"}          # state, not cache: kept
+
+
+def test_momentum_zero_freezes_and_momentum_one_replaces_the_running_statistics(rng):
+    x = (rng.standard_normal((10, 2)) * 3 + 1).astype(np.float32)
+    frozen, replaced = BatchNorm(2, momentum=0.0), BatchNorm(2, momentum=1.0)
+    frozen.forward(x, training=True)
+    replaced.forward(x, training=True)
+    np.testing.assert_array_equal(frozen.buffers["running_mean"], 0)
+    np.testing.assert_array_equal(frozen.buffers["running_var"], 1)
+    np.testing.assert_allclose(replaced.buffers["running_mean"], x.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(replaced.buffers["running_var"], x.var(axis=0, ddof=1), rtol=1e-5)
+    assert replaced.buffers["running_var"].dtype == np.float32
+
+
+def test_a_single_value_per_feature_trains_without_dividing_by_zero():
+    """B = 1 on [B, F]: n = 1, the batch is all mean; the unbiased variance uses max(n - 1, 1)."""
+    layer = BatchNorm(2)
+    with np.errstate(all="raise"):
+        y = layer.forward(np.array([[3.0, -1.0]]), training=True)
+    np.testing.assert_array_equal(y, 0)
+    np.testing.assert_allclose(layer.buffers["running_var"], 0.9, rtol=1e-6)    # 0.9 * 1 + 0.1 * 0

@@ -39,13 +39,24 @@ def test_same_seed_same_weights():
     np.testing.assert_array_equal(first, second)
 
 
-def test_unknown_scheme_raises_config_error(rng):
-    with pytest.raises(ConfigError, match="unknown initialisation"):
+def test_unknown_scheme_raises_config_error_listing_the_registered_ones(rng):
+    with pytest.raises(ConfigError, match=r"unknown initializer 'orthogonal' \(choose from he, xavier, lecun"):
         init_weights((2, 2), 2, 2, "orthogonal", rng)
 
 
+def test_scheme_names_are_forgiving_about_case(rng):
+    first = init_weights((5, 4), 5, 4, "He", np.random.default_rng(3))
+    np.testing.assert_array_equal(first, init_weights((5, 4), 5, 4, "he", np.random.default_rng(3)))
+
+
 @pytest.mark.parametrize(("activation", "scheme"), [
-    ("relu", "he"), ("leaky_relu", "he"), ("sigmoid", "xavier"), ("tanh", "xavier"),
+    ("relu", "he"), ("leaky_relu", "he"), ("sigmoid", "xavier"), ("tanh", "xavier"), ("gelu", "he"),
+    ("softmax", "xavier"), ("Leaky-ReLU", "he"),
 ])
 def test_default_init_matches_the_activation(activation, scheme):
     assert default_init(activation) == scheme
+
+
+def test_default_init_of_an_unknown_activation_is_an_error():
+    with pytest.raises(ConfigError, match="unknown activation"):
+        default_init("swish")

@@ -1,4 +1,5 @@
-"""Losses: hand-computed values, gradients vs finite differences, label smoothing, stability."""
+"""Losses (the reference): hand-computed values, gradients vs finite differences, label smoothing,
+stability, and the two reductions (mean and sum)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import numpy as np
 import pytest
 
 from digitnet.errors import ConfigError, DataError
-from digitnet.nn import MeanSquaredError, SoftmaxCrossEntropy, make_loss
+from digitnet.nn import SGD, MeanSquaredError, Sequential, SoftmaxCrossEntropy, make_loss
 from digitnet.nn.gradcheck import check_loss
+from digitnet.nn.losses import check_batch, one_hot
 
 TOLERANCE = 1e-6
 
@@ -123,13 +125,29 @@ def test_make_loss_by_name():
     assert isinstance(make_loss("CE"), SoftmaxCrossEntropy)
     assert make_loss("cross-entropy", label_smoothing=0.1).label_smoothing == 0.1
     assert isinstance(make_loss("mse"), MeanSquaredError)
-    assert make_loss("ce", 0.1).config() == {"name": "cross_entropy", "label_smoothing": 0.1}
+    assert make_loss("ce", 0.1).config() == {"name": "cross_entropy", "label_smoothing": 0.1, "reduction": "mean"}
+    assert make_loss("mse", reduction="sum").config() == {"name": "mse", "reduction": "sum"}
+    assert make_loss("mean_squared_error").name == "mse"
+    assert make_loss("softmax_cross_entropy", reduction="sum").reduction == "sum"
 
 
-@pytest.mark.parametrize(("name", "smoothing"), [("hinge", 0.0), ("mse", 0.1), ("ce", 1.0), ("ce", -0.1)])
-def test_make_loss_rejects_bad_requests(name, smoothing):
-    with pytest.raises(ConfigError):
+@pytest.mark.parametrize(("name", "smoothing", "message"), [
+    ("hinge", 0.0, r"unknown loss 'hinge' \(choose from cross_entropy, mse\)"),
+    ("mse", 0.1, "label smoothing applies to cross-entropy only, not mse"),
+    ("ce", 1.0, r"cross_entropy label_smoothing must be \[0, 1\), got 1.0"),
+    ("ce", -0.1, r"cross_entropy label_smoothing must be \[0, 1\)"),
+])
+def test_make_loss_rejects_bad_requests(name, smoothing, message):
+    with pytest.raises(ConfigError, match=message):
         make_loss(name, label_smoothing=smoothing)
+
+
+@pytest.mark.parametrize("make", [lambda r: SoftmaxCrossEntropy(reduction=r), lambda r: MeanSquaredError(r),
+                                  lambda r: make_loss("ce", reduction=r)], ids=["ce", "mse", "make_loss"])
+@pytest.mark.parametrize("reduction", ["median", "Mean", "", None])
+def test_a_reduction_other_than_mean_or_sum_is_rejected(make, reduction):
+    with pytest.raises(ConfigError, match="reduction must be one of mean, sum"):
+        make(reduction)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int32, np.uint32, np.int64, np.uint64])
@@ -140,3 +158,79 @@ def test_cross_entropy_takes_labels_of_any_integer_type(dtype):
     loss = SoftmaxCrossEntropy()
     assert loss.forward(logits, np.array([0, 1, 2], dtype=dtype)) == expected
     np.testing.assert_array_equal(loss.backward(), reference.backward())
+
+
+def test_backward_before_forward_is_an_error():
+    for loss in (SoftmaxCrossEntropy(), MeanSquaredError()):
+        with pytest.raises(RuntimeError, match="before forward"):
+            loss.backward()
+
+
+def test_check_batch_and_one_hot():
+    assert check_batch(np.zeros((2, 3)), np.array([0, 2], dtype=np.uint64)).dtype == np.intp
+    with pytest.raises(ConfigError, match="outputs \\[batch, classes\\]"):
+        check_batch(np.zeros(3), np.array([0]))
+    np.testing.assert_array_equal(one_hot(np.array([2, 0]), 3, np.float32), [[0, 0, 1], [1, 0, 0]])
+
+
+# -- reduction="sum" ------------------------------------------------------------------------------
+LOSSES = {
+    "cross_entropy": lambda reduction: SoftmaxCrossEntropy(reduction=reduction),
+    "smoothed_cross_entropy": lambda reduction: SoftmaxCrossEntropy(label_smoothing=0.1, reduction=reduction),
+    "mse": lambda reduction: MeanSquaredError(reduction=reduction),
+}
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+@pytest.mark.parametrize("batch", [1, 7])
+def test_the_summed_loss_and_its_gradient_are_batch_times_the_mean(name, batch, rng):
+    outputs = rng.uniform(-2, 2, (batch, 5))
+    labels = rng.integers(0, 5, batch)
+    mean, total = LOSSES[name]("mean"), LOSSES[name]("sum")
+    assert mean.scale(batch) == 1 / batch and total.scale(batch) == 1
+    assert total.forward(outputs, labels) == pytest.approx(batch * mean.forward(outputs, labels), rel=1e-12)
+    np.testing.assert_allclose(total.backward(), batch * mean.backward(), rtol=1e-12, atol=1e-15)
+
+
+def test_summed_cross_entropy_by_hand():
+    # the two per-sample losses of test_cross_entropy_value_by_hand, added instead of averaged
+    logits = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    expected = -(3 - math.log(math.e + math.e ** 2 + math.e ** 3)) + math.log(3)
+    loss = SoftmaxCrossEntropy(reduction="sum")
+    assert loss.forward(logits, np.array([2, 0])) == pytest.approx(expected, rel=1e-12)
+    np.testing.assert_allclose(loss.backward()[1], np.full(3, 1 / 3) - [1, 0, 0], rtol=1e-12)   # no 1/B
+
+
+def test_summed_mse_by_hand():
+    outputs = np.array([[0.5, 0.25, 0.0], [1.0, 0.0, 0.5]])
+    loss = MeanSquaredError(reduction="sum")
+    assert loss.forward(outputs, np.array([0, 2])) == pytest.approx(0.78125, rel=1e-12)    # (0.3125 + 1.25) / 2
+    np.testing.assert_allclose(loss.backward(), [[-0.5, 0.25, 0], [1, 0, -0.5]], rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_summed_loss_gradient_matches_finite_differences(name, rng):
+    outputs = rng.uniform(0.05, 0.95, (5, 4))
+    assert check_loss(LOSSES[name]("sum"), outputs, rng.integers(0, 4, 5)) < TOLERANCE
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "mse"])
+def test_sgd_on_the_sum_at_lr_equals_sgd_on_the_mean_at_lr_times_batch(name, rng):
+    """One step: the weights agree to float32 rounding (the module docstring's lr_sum = lr_mean / B)."""
+    batch, lr = 16, 0.01
+    x = rng.random((batch, 12), dtype=np.float32)
+    labels = rng.integers(0, 4, batch)
+    models = []
+    for reduction, rate in (("mean", lr * batch), ("sum", lr)):
+        model = Sequential.from_spec("12-8-4", "tanh", rng=np.random.default_rng(5))
+        loss = make_loss(name, reduction=reduction)
+        loss.forward(model.forward(x, training=True), labels)
+        model.backward(loss.backward())
+        SGD(rate).step(model.parameters())
+        models.append(model)
+    start = Sequential.from_spec("12-8-4", "tanh", rng=np.random.default_rng(5))
+    for (key, p_mean, _), (_, p_sum, _), (_, p0, _) in zip(models[0].named_parameters(), models[1].named_parameters(),
+                                                          start.named_parameters(), strict=True):
+        assert p_mean.dtype == np.float32
+        assert not np.allclose(p_mean, p0, rtol=0, atol=1e-4), key           # the step did move them
+        np.testing.assert_allclose(p_sum, p_mean, rtol=1e-6, atol=1e-7, err_msg=key)

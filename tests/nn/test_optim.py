@@ -1,8 +1,9 @@
-"""Optimizers against hand-computed steps, weight decay rules, clipping, checkpoint state.
+"""Optimizers (the reference) against hand-computed steps, weight decay rules, clipping, checkpoint state.
 
 The expected numbers are worked out from each optimizer's formulas by hand (shown in the
 comments), for two parameters p0 = (1, -2), learning rate 0.1 and the gradient sequence
-g1 = (0.5, -1), g2 = (0.1, 0.2), g3 = (-0.3, 0.4).
+g1 = (0.5, -1), g2 = (0.1, 0.2), g3 = (-0.3, 0.4). ``HAND_STEPS`` collects them, so that
+tests/kernels/test_optim.py holds the tuned optimizers to the same numbers.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 
 from digitnet.errors import ConfigError
 from digitnet.nn import SGD, Adam, AdamW, clip_grad_norm, make_optimizer
+from digitnet.nn.rmsprop import RMSprop
 
 GRADS = [(0.5, -1.0), (0.1, 0.2), (-0.3, 0.4)]
 LR = 0.1
@@ -29,6 +31,25 @@ def run(optimizer, steps=3, shape=(2,), dtype=np.float64):
         optimizer.step([(param, grad)])
         history.append(param.ravel().tolist())
     return history
+
+
+# name -> (optimizer factory, steps, parameter shape, the parameter after each step), from the tests below
+HAND_STEPS = {
+    "sgd": (lambda: SGD(LR), 3, (2,), [[0.95, -1.9], [0.94, -1.92], [0.97, -1.96]]),
+    "momentum": (lambda: SGD(LR, momentum=0.9), 3, (2,), [[0.95, -1.9], [0.895, -1.83], [0.8755, -1.807]]),
+    "nesterov": (lambda: SGD(LR, momentum=0.9, nesterov=True), 3, (2,),
+                 [[0.905, -1.81], [0.8455, -1.767], [0.85795, -1.7863]]),
+    "sgd_decay": (lambda: SGD(LR, weight_decay=0.1), 2, (1, 2), [[0.94, -1.88], [0.9206, -1.8812]]),
+    "nesterov_decay": (lambda: SGD(LR, momentum=0.9, nesterov=True, weight_decay=0.1), 1, (1, 2),
+                       [[0.886, -1.772]]),
+    "adam": (lambda: Adam(LR), 3, (2,), [[0.900000002, -1.900000001], [0.8196959063846518, -1.8488973939904947],
+                                         [0.7986246117635081, -1.8354734342081562]]),
+    "adam_decay": (lambda: Adam(LR, weight_decay=0.1), 2, (1, 2),
+                   [[0.9000000016666666, -1.9000000008333333], [0.8136483454297575, -1.8336169077420748]]),
+    "adamw": (lambda: AdamW(LR, weight_decay=0.1), 3, (1, 2),
+              [[0.890000002, -1.880000001], [0.8007959063646517, -1.8100973939804947],
+               [0.7717166526798616, -1.7785724602583513]]),
+}
 
 
 def assert_steps(history, expected, dtype=np.float64):
@@ -120,8 +141,9 @@ def test_adamw_decays_the_weights_outside_the_adaptive_step():
 
 # -- weight decay applies to matrices only --------------------------------------------------------
 @pytest.mark.parametrize("optimizer", [SGD(LR, weight_decay=0.5), SGD(LR, momentum=0.9, weight_decay=0.5),
-                                       Adam(LR, weight_decay=0.5), AdamW(LR, weight_decay=0.5)],
-                         ids=["sgd", "momentum", "adam", "adamw"])
+                                       Adam(LR, weight_decay=0.5), AdamW(LR, weight_decay=0.5),
+                                       RMSprop(LR, weight_decay=0.5)],
+                         ids=["sgd", "momentum", "adam", "adamw", "rmsprop"])
 def test_weight_decay_shrinks_matrices_but_not_biases(optimizer):
     weights = np.ones((2, 2))
     bias = np.ones(2)
@@ -133,7 +155,7 @@ def test_weight_decay_shrinks_matrices_but_not_biases(optimizer):
 
 def test_step_updates_in_place_and_never_touches_the_gradients(rng):
     for optimizer in (SGD(LR, momentum=0.9, nesterov=True, weight_decay=0.1), Adam(LR, weight_decay=0.1),
-                      AdamW(LR)):
+                      AdamW(LR), RMSprop(LR, weight_decay=0.1)):
         param = rng.standard_normal((3, 4)).astype(np.float32)
         grad = rng.standard_normal((3, 4)).astype(np.float32)
         param_id, grad_before = id(param), grad.copy()
@@ -152,8 +174,9 @@ def test_step_with_a_different_number_of_parameters_raises():
 
 
 @pytest.mark.parametrize("make", [lambda: SGD(LR, momentum=0.9, nesterov=True, weight_decay=0.1),
-                                  lambda: Adam(LR, weight_decay=0.1), lambda: AdamW(LR)],
-                         ids=["nesterov", "adam", "adamw"])
+                                  lambda: Adam(LR, weight_decay=0.1), lambda: AdamW(LR),
+                                  lambda: RMSprop(LR, weight_decay=0.1)],
+                         ids=["nesterov", "adam", "adamw", "rmsprop"])
 def test_state_round_trip_resumes_exactly(make, rng):
     grads = [rng.standard_normal((3, 2)) for _ in range(4)]
     straight, param = make(), np.ones((3, 2))
@@ -211,11 +234,59 @@ def test_make_optimizer_by_name():
 
 
 @pytest.mark.parametrize(("args", "kwargs"), [
-    (("rmsprop", 0.1), {}), (("sgd", 0.0), {}), (("sgd", -1), {}), (("sgd", float("nan")), {}),
+    (("lion", 0.1), {}), (("sgd", 0.0), {}), (("sgd", -1), {}), (("sgd", float("nan")), {}),
     (("sgd", "fast"), {}), (("sgd", 0.1), {"momentum": 1.0}), (("sgd", 0.1), {"nesterov": True}),
     (("sgd", 0.1), {"weight_decay": -1}), (("adam", 0.1), {"beta1": 1.0}), (("adam", 0.1), {"eps": 0}),
-    (("adam", 0.1), {"betas": (0.9, 0.99)}),
+    (("rmsprop", 0.1), {"alpha": 1.0}), (("rmsprop", 0.1), {"eps": -1e-8}),
 ])
 def test_make_optimizer_rejects_bad_requests(args, kwargs):
     with pytest.raises(ConfigError):
         make_optimizer(*args, **kwargs)
+
+
+@pytest.mark.parametrize(("args", "kwargs", "message"), [
+    (("lion", 0.1), {}, r"unknown optimizer 'lion' \(choose from sgd, momentum, nesterov, adam, adamw, rmsprop\)"),
+    (("sgd", 0.0), {}, r"sgd lr must be > 0, got 0.0"),
+    (("sgd", "fast"), {}, r"sgd lr must be a number, got 'fast'"),
+    (("momentum", 0.1), {"momentum": 1.0}, r"momentum must be \[0, 1\), got 1.0"),
+    (("sgd", 0.1), {"nesterov": True}, "Nesterov momentum needs momentum > 0"),
+    (("adam", 0.1), {"beta2": 1.0}, r"adam beta2 must be \[0, 1\), got 1.0"),
+    (("adamw", 0.1), {"weight_decay": -1}, r"adamw weight_decay must be >= 0, got -1"),
+])
+def test_make_optimizer_errors_quote_the_registered_ranges(args, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        make_optimizer(*args, **kwargs)
+
+
+@pytest.mark.parametrize(("args", "kwargs"), [(("adam", 0.1), {"betas": (0.9, 0.99)}),
+                                              (("sgd", 0.1), {"beta1": 0.8})])
+def test_make_optimizer_rejects_a_setting_the_optimizer_does_not_have(args, kwargs):
+    with pytest.raises(ConfigError, match="has no setting"):
+        make_optimizer(*args, **kwargs)
+
+
+def test_optimizers_take_their_registered_defaults():
+    assert (SGD().lr, SGD().momentum, SGD().nesterov, SGD().weight_decay) == (0.1, 0.0, False, 0.0)
+    assert (Adam().lr, Adam().beta1, Adam().beta2, Adam().eps) == (1e-3, 0.9, 0.999, 1e-8)
+    assert AdamW().weight_decay == 0.01
+    assert make_optimizer("rmsprop", 0.01).config() == {"name": "rmsprop", "lr": 0.01, "alpha": 0.99, "eps": 1e-8,
+                                                        "weight_decay": 0.0}
+    assert isinstance(make_optimizer("RMSprop", 0.01), RMSprop)
+    assert make_optimizer("rmsprop", 0.01, momentum=0.9).config()["name"] == "rmsprop"   # momentum: ignored
+
+
+def test_the_learning_rate_can_change_between_steps():
+    """A schedule sets ``lr`` before each step; the next step uses it."""
+    optimizer = SGD(0.1)
+    param = np.array([1.0])
+    optimizer.step([(param, np.array([1.0]))])
+    optimizer.lr = 0.01
+    optimizer.step([(param, np.array([1.0]))])
+    np.testing.assert_allclose(param, [1.0 - 0.1 - 0.01], rtol=1e-15)
+    assert optimizer.steps == 2
+
+
+@pytest.mark.parametrize("name", list(HAND_STEPS))
+def test_every_hand_computed_case_in_float32(name):
+    make, steps, shape, expected = HAND_STEPS[name]
+    assert_steps(run(make(), steps=steps, shape=shape, dtype=np.float32), expected, np.float32)

@@ -1,5 +1,5 @@
-"""MaxPool2D and AvgPool2D: values against window-by-window references, gradients against finite
-differences (divisible, non-divisible and overlapping windows), the tie rule, shapes, configs."""
+"""MaxPool2D and AvgPool2D (the reference): values against window-by-window references, gradients against
+finite differences (divisible, non-divisible and overlapping windows), the tie rule, shapes, configs."""
 
 from __future__ import annotations
 
@@ -15,15 +15,15 @@ TOLERANCE = 1e-6
 
 # (kernel, stride, height, width)
 WINDOWS = [
-    (2, None, 6, 6),          # the fast path: windows tile the image exactly
+    (2, None, 6, 6),          # windows tile the image exactly
     (2, None, 7, 5),          # odd sizes: the last row/column is in no window
     (3, 2, 7, 7),             # overlapping windows
     (3, 1, 5, 6),             # heavily overlapping
     (2, 3, 8, 8),             # gaps between windows
     ((2, 3), (1, 2), 6, 7),   # rectangular window, per-axis stride
-    (3, None, 9, 9),          # 9 offsets: an odd number of players in the max tournament
+    (3, None, 9, 9),          # 9 offsets per window
     (1, 2, 5, 5),             # 1x1 windows (a strided subsample)
-    ((3, 1), (1, 2), 8, 7),   # one column per window: the W step is a plain view
+    ((3, 1), (1, 2), 8, 7),   # one column per window
     ((1, 3), (2, 1), 7, 8),   # one row per window
 ]
 
@@ -40,7 +40,7 @@ def reference_pool(x, kernel, stride, reduce):
 
 
 @pytest.mark.parametrize("cls, reduce", [(MaxPool2D, np.max), (AvgPool2D, np.mean)])
-@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize("window", WINDOWS, ids=str)
 def test_forward_equals_window_reference(cls, reduce, window, rng):
     kernel, stride, height, width = window
     layer = cls(kernel, stride)
@@ -49,11 +49,12 @@ def test_forward_equals_window_reference(cls, reduce, window, rng):
     for training in (True, False):
         y = layer.forward(x, training=training)
         np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6)
+        assert y.dtype == np.float32
     assert layer.output_shape(x.shape[1:]) == expected.shape[1:]
 
 
 @pytest.mark.parametrize("cls", [MaxPool2D, AvgPool2D])
-@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize("window", WINDOWS, ids=str)
 def test_gradients_match_finite_differences(cls, window, rng):
     kernel, stride, height, width = window
     x = rng.standard_normal((2, 3, height, width))
@@ -69,6 +70,8 @@ def test_max_pool_routes_the_gradient_to_the_maximum():
     pool = MaxPool2D(2)
     y = pool.forward(x, training=True)
     np.testing.assert_array_equal(y[0, 0], [[5, 9], [7, 8]])
+    # the kept argmax is each winner's offset in its window, row-major: (0, 1), (1, 1), (0, 0), (1, 1)
+    np.testing.assert_array_equal(pool.argmax[0, 0], [[1, 3], [0, 3]])
     grad = pool.backward(np.array([[[[10, 20], [30, 40]]]], dtype=np.float32))
     np.testing.assert_array_equal(grad[0, 0], [[0, 10, 0, 0],
                                                [0, 0, 0, 20],
@@ -87,6 +90,15 @@ def test_max_pool_ties_have_one_winner_the_first_in_row_major_order():
                                                [1, 0, 0, 0],
                                                [0, 0, 1, 0]])
     assert grad.sum() == 4                             # each window's gradient counted once
+
+
+def test_overlapping_max_windows_add_up_their_gradients():
+    x = np.zeros((1, 1, 3, 3), dtype=np.float32)
+    x[0, 0, 1, 1] = 5                                  # the centre wins all four 2x2 windows
+    pool = MaxPool2D(2, stride=1)
+    pool.forward(x, training=True)
+    grad = pool.backward(np.array([[[[1, 2], [3, 4]]]], dtype=np.float32))
+    assert grad[0, 0, 1, 1] == 10 and grad.sum() == 10
 
 
 def test_overlapping_windows_accumulate_and_uncovered_inputs_get_zero(rng):
@@ -109,32 +121,42 @@ def test_avg_pool_of_a_constant_is_the_constant():
     np.testing.assert_allclose(AvgPool2D(3, 3).forward(x), 2.5)
 
 
-def test_backward_after_an_inference_pass_is_an_error(rng):
+def test_max_pool_backward_before_any_forward_is_an_error():
+    with pytest.raises(RuntimeError, match="forward"):
+        MaxPool2D(2).backward(np.ones((1, 1, 2, 2), dtype=np.float32))
+
+
+def test_release_buffers_forgets_the_winners(rng):
     pool = MaxPool2D(2)
-    y = pool.forward(rng.standard_normal((1, 1, 4, 4)).astype(np.float32), training=False)
+    pool.forward(rng.standard_normal((1, 2, 4, 4)).astype(np.float32), training=True)
+    assert pool.argmax.shape == (1, 2, 2, 2) and pool.x_shape == (1, 2, 4, 4)
+    pool.release_buffers()
+    assert pool.argmax is None and pool.x_shape is None
     with pytest.raises(RuntimeError):
-        pool.backward(np.ones_like(y))
+        pool.backward(np.ones((1, 2, 2, 2), dtype=np.float32))
 
 
-def test_first_layer_skips_the_input_gradient(rng):
-    pool = MaxPool2D(2)
-    pool.compute_input_grad = False
-    y = pool.forward(rng.standard_normal((1, 1, 4, 4)).astype(np.float32), training=True)
-    assert pool.backward(np.ones_like(y)) is None
+def test_the_first_pooling_of_a_model_still_returns_its_input_gradient(rng):
+    """The reference never skips dL/dx (the kernels do, for the first layers of a model)."""
+    for pool in (MaxPool2D(2), AvgPool2D(2)):
+        y = pool.forward(rng.standard_normal((1, 1, 4, 4)).astype(np.float32), training=True)
+        assert pool.backward(np.ones_like(y)).shape == (1, 1, 4, 4)
 
 
 def test_shapes_and_errors():
     assert MaxPool2D(2).output_shape((32, 28, 28)) == (32, 14, 14)
     assert MaxPool2D(2).output_shape((64, 7, 7)) == (64, 3, 3)
     assert AvgPool2D(3, 2).output_shape((8, 7, 7)) == (8, 3, 3)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"MaxPool2D expects inputs of shape \(C, H, W\)"):
         MaxPool2D(2).output_shape((784,))
-    with pytest.raises(ConfigError, match="does not fit"):
+    with pytest.raises(ConfigError, match="MaxPool2D window 5 does not fit a 4x4 input"):
         MaxPool2D(5).output_shape((1, 4, 4))
-    with pytest.raises(ConfigError):
-        MaxPool2D(2).forward(np.zeros((2, 784), dtype=np.float32))
-    for bad in ({"kernel_size": 0}, {"stride": 0}, {"kernel_size": 2.5}):
-        with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"AvgPool2D expects input \[B, C, H, W\]"):
+        AvgPool2D(2).forward(np.zeros((2, 784), dtype=np.float32))
+    for bad, message in (({"kernel_size": 0}, r"MaxPool2D kernel_size must be >= 1, got 0"),
+                         ({"stride": 0}, r"MaxPool2D stride must be >= 1, got 0"),
+                         ({"kernel_size": 2.5}, r"MaxPool2D kernel_size must be an integer or a pair of integers")):
+        with pytest.raises(ConfigError, match=message):
             MaxPool2D(**bad)
 
 
@@ -143,30 +165,15 @@ def test_config_round_trip(cls):
     layer = cls(3, stride=2)
     assert layer.config() == {"type": cls.__name__, "kernel_size": 3, "stride": 2}
     assert cls(2).config()["stride"] == 2              # stride defaults to the kernel size
+    assert cls((2, 3)).config() == {"type": cls.__name__, "kernel_size": [2, 3], "stride": [2, 3]}
     rebuilt = layer_from_config(layer.config())
     assert type(rebuilt) is cls and rebuilt.config() == layer.config()
-
-
-@pytest.mark.parametrize("chunk_bytes", [1, 3 * 4 * 6 * 6 * 8 + 4, 1 << 30])
-def test_max_pool_2x2_fast_path_equals_the_general_tournament(chunk_bytes, rng, monkeypatch):
-    """2x2 windows side by side take a chunked fast path; it must give the general path's outputs
-    and gradients, ties included, for one chunk per image, a ragged last chunk, and one chunk."""
-    monkeypatch.setattr("digitnet.nn.pooling.CHUNK_BYTES", chunk_bytes)
-    x = rng.integers(-2, 3, size=(7, 3, 6, 6)).astype(np.float32)     # many ties
-    grad = rng.standard_normal((7, 3, 3, 3)).astype(np.float32)
-    fast, general = MaxPool2D(2), MaxPool2D(2)
-    monkeypatch.setattr(general, "takes_fast_path", lambda shape: False)
-    assert fast.takes_fast_path(x.shape)
-    np.testing.assert_array_equal(fast.forward(x, training=True), general.forward(x, training=True))
-    np.testing.assert_array_equal(fast.backward(grad.copy()), general.backward(grad.copy()))
-    # each window's gradient lands on exactly one input
-    routed = fast.backward(grad.copy())
-    assert np.count_nonzero(routed) == np.count_nonzero(grad)
+    assert cls(3, stride=2).describe() == "3, stride 2" and cls(2).describe() == "2"
 
 
 @pytest.mark.parametrize("cls", [MaxPool2D, AvgPool2D])
 def test_an_empty_batch_passes_through(cls):
-    """A batch of no images (the fast 2x2 path included) gives empty outputs and gradients."""
+    """A batch of no images gives empty outputs and gradients."""
     pool = cls(2)
     y = pool.forward(np.zeros((0, 3, 6, 6), dtype=np.float32), training=True)
     assert y.shape == (0, 3, 3, 3)

@@ -87,3 +87,9 @@ def test_bad_schedules_raise_config_error(kwargs):
 def test_bad_schedule_configs_raise_config_error(config):
     with pytest.raises(ConfigError):
         Schedule.from_config(config)
+
+
+def test_schedule_names_come_from_the_registry():
+    assert Schedule("Cosine", base_lr=0.1, epochs=2).name == "cosine"
+    with pytest.raises(ConfigError, match=r"unknown schedule 'linear' \(choose from constant, step, exponential"):
+        Schedule("linear")

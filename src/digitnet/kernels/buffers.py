@@ -53,5 +53,5 @@ class Buffered:
 
     def release_buffers(self) -> None:
         """Drop work buffers and what forward kept for backward."""
-        self._work.clear()
+        self._work = {}
         super().release_buffers()

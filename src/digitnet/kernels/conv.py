@@ -212,7 +212,7 @@ class FastConv2D(Buffered, Conv2D):
             grad_w_mat = self._bias_grad_from_total(per_image.sum(axis=0))
         else:
             # dL/dbias[o] = sum_{b, h, w} grad_out[b, o, h, w] (einsum beats sum over two axes)
-            np.einsum("bos->o", grad_out.reshape(batch, out_channels, -1), out=self.grads["bias"])
+            self.grads["bias"][...] = np.einsum("bos->o", grad_out.reshape(batch, out_channels, -1))
             g_mat = self._channel_major(grad_out)
             grad_w_mat = self.work_buffer("grad_w_mat", (out_channels, cols.shape[1]), dtype)
             np.matmul(g_mat, cols, out=grad_w_mat)                          # dL/dW_mat = g_mat @ cols

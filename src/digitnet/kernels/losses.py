@@ -59,7 +59,7 @@ class FastSoftmaxCrossEntropy(SoftmaxCrossEntropy):
             per_sample = np.subtract(log_sum_exp, shifted_true, out=log_sum_exp)
         # n = B for the mean, 1 for the sum (see digitnet.nn.losses)
         n = batch if self.reduction == "mean" else 1
-        loss = float(per_sample.sum(dtype=np.float64)) / n if batch else float("nan")
+        loss = float(per_sample.sum(dtype=np.float64)) / n if batch or n == 1 else float("nan")
         # gradient (p - q) / n = exp(z - m) / (n * sum exp) - q / n, in place
         row_vector *= dtype(n)
         np.divide(work, row_vector[:, None], out=work)

@@ -39,6 +39,7 @@ class Layer:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
+        self.release_buffers()          # what backward needs is not there until a forward
 
     def configure(self, **values: Any) -> None:
         """Check ``values`` against the layer's registered settings and set them as attributes."""

@@ -144,6 +144,8 @@ class Conv2D(Layer):
         return y_mat.reshape(batch, out_h, out_w, self.out_channels).transpose(0, 3, 1, 2)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        if self.cols is None:
+            raise RuntimeError("Conv2D.backward needs a forward(x, training=True) first")
         batch, channels, height, width = self.x_shape
         (kh, kw), (sh, sw), (pad_h, pad_w) = self.kernel_size, self.stride, self.padding
         out_h, out_w = grad_out.shape[2:]

@@ -106,7 +106,7 @@ class SoftmaxCrossEntropy(Loss):
         shifted = outputs - outputs.max(axis=1, keepdims=True)
         log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         targets = (1 - eps) * one_hot(labels, classes, outputs.dtype) + eps / classes
-        scale = self.scale(batch) if batch else float("nan")
+        scale = self.scale(batch) if batch or self.reduction == "sum" else float("nan")
         self.grad = ((np.exp(log_p) - targets) * scale).astype(outputs.dtype)
         return -float((targets * log_p).sum(dtype=np.float64)) * scale
 
@@ -129,7 +129,7 @@ class MeanSquaredError(Loss):
         labels = check_batch(outputs, labels)
         batch, classes = outputs.shape
         diff = outputs - one_hot(labels, classes, outputs.dtype)
-        scale = self.scale(batch) if batch else float("nan")
+        scale = self.scale(batch) if batch or self.reduction == "sum" else float("nan")
         self.grad = (diff * scale).astype(outputs.dtype)
         return 0.5 * float((diff * diff).sum(dtype=np.float64)) * scale
 

@@ -220,6 +220,7 @@ def make_optimizer(name: str, lr: float, *, momentum: float | None = None,
         ConfigError: unknown name or setting, or an invalid value.
     """
     found = entry("optimizer", name)
+    found.check({k: v for k, v in settings.items() if k not in found.fixed})   # unknown names: ConfigError
     given = {"lr": lr, **settings}
     for key, value in (("momentum", momentum), ("weight_decay", weight_decay)):
         if value is not None and found.setting(key) is not None:

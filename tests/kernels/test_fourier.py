@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import digitnet.nn.fourier as fourier_module
-from digitnet.nn.fourier import FourierPlan, transpose_into
+import digitnet.kernels.fourier as fourier_module
+from digitnet.kernels.fourier import FourierPlan, complex_dtype, transpose_into
 
 
 def _buffer():
@@ -59,3 +59,26 @@ def test_transpose_into_equals_the_transpose_with_ragged_tiles(tile_bytes, rng, 
     out = np.empty((5, 37), np.complex64)
     transpose_into(out, source)
     np.testing.assert_array_equal(out, source.T)
+
+
+@pytest.mark.parametrize(("size", "kernel", "padding"),
+                         [(14, (3, 3), (1, 1)), (9, (5, 3), (2, 1)), (7, (4, 4), (0, 0))])
+def test_kernel_spectrum_is_the_dft_of_the_zero_padded_kernel_and_inverts(size, kernel, padding, rng):
+    plan = FourierPlan(size, size, kernel, padding, np.float64)
+    weights = rng.standard_normal((4, 3, *kernel))                  # [C_out, C_in, kH, kW]
+    spectrum = plan.kernel_spectrum(weights)                        # [F, C_in, C_out]
+    frame = np.zeros((4, 3, plan.len_h, plan.len_w))
+    frame[:, :, :kernel[0], :kernel[1]] = weights
+    expected = np.fft.rfft2(frame).transpose(2, 3, 1, 0).reshape(-1, 3, 4)
+    np.testing.assert_allclose(spectrum, expected, atol=1e-9)
+    np.testing.assert_allclose(plan.kernel_from_spectrum(spectrum), weights, atol=1e-9)
+    np.testing.assert_allclose(plan.kernel_from_spectrum(np.conj(spectrum), conjugated=True), weights, atol=1e-9)
+
+
+def test_plan_geometry_and_dtypes():
+    plan = FourierPlan(14, 12, (5, 3), (2, 1), np.float32)
+    assert (plan.len_h, plan.len_w) == (18, 14)
+    assert (plan.out_h, plan.out_w) == (14, 12)                      # "same" padding
+    assert (plan.freq_h, plan.freq_w) == (18, 8)                     # Lh and Lw // 2 + 1
+    assert plan.real == np.float32 and plan.complex == np.complex64
+    assert complex_dtype(np.float64) == np.complex128 and complex_dtype(np.float32) == np.complex64
