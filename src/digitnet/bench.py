@@ -2,7 +2,7 @@
 
 For one configuration, in one process, the same network is trained by
 
-- digitnet (:class:`~digitnet.train.Trainer`, exactly as ``digitnet train`` runs it),
+- digitnet (:func:`~digitnet.training.build_trainer`, exactly as ``digitnet train`` runs it),
 - PyTorch on the CPU (``torch.set_num_threads(cores)``), starting from the same initial weights and
   seeing the same batches in the same order with the same optimizer,
 - scikit-learn's ``MLPClassifier`` where it applies (MLPs; its own initial weights),
@@ -182,17 +182,23 @@ def load_data(config: BenchConfig, quick: bool, data_dir: str | None = None):
     return train, test
 
 
+def train_config(config: BenchConfig):
+    """digitnet's side of the benchmark as the :class:`~digitnet.config.TrainConfig` it trains."""
+    from digitnet.config import TrainConfig
+
+    optimizer = "sgd" if config.momentum == 0 else "nesterov" if config.nesterov else "momentum"
+    return TrainConfig(arch=config.arch, layers=config.layers or None,
+                       input_shape=list(config.input_shape) if config.layers else None, activation="relu",
+                       optimizer=optimizer, lr=config.lr, momentum=config.momentum, epochs=config.epochs,
+                       batch_size=config.batch_size, seed=SEED, description=config.description)
+
+
 def build_digitnet_model(config: BenchConfig):
-    from digitnet.config import seed_generators
-    from digitnet.nn.model import Sequential
+    """The network with the initial weights every framework starts from."""
+    from digitnet.config import build_model, seed_generators
 
     rngs = seed_generators(SEED)
-    if config.arch:
-        model = Sequential.from_spec(config.arch, "relu", rng=rngs["init"])
-    else:
-        model = Sequential.from_config({"layers": config.layers, "input_shape": list(config.input_shape)},
-                                       rng=rngs["init"])
-    return Sequential(model.layers, input_shape=model.input_shape, rng=rngs["dropout"])
+    return build_model(train_config(config), rngs["init"], rngs["dropout"])
 
 
 def data_rng() -> np.random.Generator:
@@ -245,25 +251,23 @@ class DigitnetRun:
     name = "digitnet"
 
     def __init__(self, config: BenchConfig, train, test) -> None:
-        from digitnet.nn.losses import SoftmaxCrossEntropy
-        from digitnet.nn.optim import SGD
-        from digitnet.train import Trainer
+        from digitnet.training import build_trainer
 
-        self.model = build_digitnet_model(config)
-        self.loss = SoftmaxCrossEntropy()
-        optimizer = SGD(config.lr, momentum=config.momentum, nesterov=config.nesterov)
-        self.trainer = Trainer(self.model, self.loss, optimizer, train, epochs=1, batch_size=config.batch_size,
-                               rng=data_rng(), log=lambda message: None)
+        self.trainer = build_trainer(train_config(config), train, log=lambda message: None)
         self.test = test
+
+    @property
+    def model(self):
+        return self.trainer.model
 
     def epoch(self) -> None:
         self.trainer.epochs = self.trainer.epoch + 1
         self.trainer.run()
 
     def test_accuracy(self) -> float:
-        from digitnet.train import evaluate
+        from digitnet.training import evaluate
 
-        return evaluate(self.model, self.loss, self.test)[1]
+        return evaluate(self.trainer.model, self.trainer.loss_fn, self.test)[1]
 
 
 class TorchRun:

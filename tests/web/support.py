@@ -56,7 +56,7 @@ def trained_model():
     from digitnet.nn.losses import SoftmaxCrossEntropy
     from digitnet.nn.model import Sequential
     from digitnet.nn.optim import SGD
-    from digitnet.train import fit
+    from digitnet.training import fit
 
     images, labels = mnist_split("train")
     model = Sequential.from_spec("784-64-10", rng=np.random.default_rng(1))

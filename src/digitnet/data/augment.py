@@ -154,7 +154,7 @@ class Augmenter:
         probability: chance that an image is distorted at all (the rest pass unchanged).
 
     ``augmenter(images_uint8 [B, H, W], rng) -> uint8 [B, H, W]`` is what
-    :func:`digitnet.train.fit` calls on each training batch (``augment=``).
+    :func:`digitnet.training.fit` calls on each training batch (``augment=``).
     """
 
     def __init__(self, shift: float = 2.0, rotate: float = 10.0, scale: float = 0.1,
