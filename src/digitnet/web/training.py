@@ -56,6 +56,7 @@ from fastapi.responses import JSONResponse, Response
 
 from digitnet.errors import ConfigError, DigitnetError, TrainingInterrupted
 from digitnet.training import Callback
+from digitnet.web.model_info import model_info
 
 logger = logging.getLogger("digitnet.web.training")
 
@@ -595,8 +596,6 @@ def install_training(app, data_dir: str | None = None, kernels: str | None = Non
     When a job ends, ``app.state.loaded`` and ``app.state.info`` are replaced (under
     ``app.state.model_lock``) by the freshly trained model, so the Draw tab and ``/api/model`` use it.
     """
-    from digitnet.web.server import model_info
-
     app.state.model_lock = getattr(app.state, "model_lock", None) or threading.Lock()
 
     def swap(loaded) -> None:
