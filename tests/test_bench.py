@@ -17,12 +17,12 @@ from digitnet.bench import (
     _require,
     build_digitnet_model,
     data_rng,
-    main,
     matmul_plan,
     plan_flops,
     torch_model_from,
 )
 from digitnet.cli import main as cli_main
+from digitnet.cli.cmd_bench import main
 from digitnet.data.dataset import Dataset
 from digitnet.errors import ConfigError
 from tests.conftest import require_module
