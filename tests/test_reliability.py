@@ -4,7 +4,7 @@ writes keep the old file, and no bad input ever shows a user a traceback.
 The interrupt tests send real signals: to a ``python -m digitnet train`` subprocess from outside
 (SIGINT, SIGTERM), and in-process from a callback at an exact batch (deterministic positions).
 Runs use small MNIST subsets; the subprocess runs use batch size 1 so an epoch lasts long enough
-(~0.4 s) for a signal sent just after "epoch 1/3" appears to land in the middle of epoch 2.
+for a signal sent just after "epoch 1/3" appears to land in the middle of epoch 2.
 """
 
 from __future__ import annotations
