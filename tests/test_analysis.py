@@ -21,14 +21,14 @@ from digitnet.data.batches import images_to_inputs
 from digitnet.errors import ConfigError
 from digitnet.nn import Sequential, softmax
 from digitnet.nn.losses import MeanSquaredError, SoftmaxCrossEntropy
-from digitnet.train import evaluate
+from digitnet.training import evaluate
 
 
 @pytest.fixture(scope="module")
 def trained(mnist_train):
     """A 784-32-16-10 MLP trained two epochs on 5,000 real MNIST images."""
     from digitnet.nn import make_loss, make_optimizer
-    from digitnet.train import fit
+    from digitnet.training import fit
 
     model = Sequential.from_spec("784-32-16-10", rng=np.random.default_rng(0))
     fit(model, make_loss("ce"), make_optimizer("adam", 0.003), mnist_train.head(5000), epochs=2, batch_size=64,

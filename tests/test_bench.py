@@ -11,8 +11,19 @@ import math
 import numpy as np
 import pytest
 
-from digitnet.bench import CONFIGS, _require, build_digitnet_model, main, matmul_plan, plan_flops, torch_model_from
+from digitnet.bench import (
+    CONFIGS,
+    DigitnetRun,
+    _require,
+    build_digitnet_model,
+    data_rng,
+    matmul_plan,
+    plan_flops,
+    torch_model_from,
+)
 from digitnet.cli import main as cli_main
+from digitnet.cli.cmd_bench import main
+from digitnet.data.dataset import Dataset
 from digitnet.errors import ConfigError
 from tests.conftest import require_module
 
@@ -76,6 +87,21 @@ def test_torch_twin_of_the_cnn_computes_the_same_function(name, rng):
     with torch.no_grad():
         theirs = net(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(model.forward(x, training=False), theirs, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_digitnet_side_starts_from_the_shared_weights_and_order_with_the_benchmark_optimizer(name):
+    """What the PyTorch twin copies (build_digitnet_model, data_rng) is what digitnet trains."""
+    config = CONFIGS[name]
+    data = Dataset(np.zeros((300, 28, 28), np.uint8), np.zeros(300, np.uint8))
+    run = DigitnetRun(config, data, data)
+    shared = build_digitnet_model(config).state_dict()
+    assert all(np.array_equal(value, shared[key]) for key, value in run.model.state_dict().items())
+    optimizer = run.trainer.optimizer
+    assert (type(optimizer).__name__, optimizer.lr, optimizer.momentum, optimizer.nesterov, optimizer.weight_decay) \
+        == ("SGD", config.lr, config.momentum, config.nesterov, 0.0)
+    assert run.trainer.batch_size == config.batch_size and run.trainer.augment is None
+    assert np.array_equal(run.trainer.rng.permutation(300), data_rng().permutation(300))
 
 
 def test_matmul_plan_of_the_cnn_counts_the_im2col_products(rng):

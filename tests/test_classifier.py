@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
 
+import digitnet.kernels
 from digitnet import Classifier
 from digitnet.errors import ConfigError
+from digitnet.nn.sequential import Sequential
 
 
 def digits_like(n=400, seed=0):
@@ -61,3 +63,22 @@ def test_preset_and_errors():
     X, y = digits_like(50)
     with pytest.raises(ConfigError, match="outputs"):
         Classifier("784-16-2", epochs=1).fit(X, y)
+
+
+def test_kernels_choice(monkeypatch):
+    with pytest.raises(ConfigError, match="unknown kernels 'gpu'"):
+        Classifier("784-16-4", kernels="gpu")
+    X, y = digits_like(100)
+    returned = []
+
+    def speed_up(model, loss_fn, optimizer):
+        returned.append(Sequential(model.layers, input_shape=model.input_shape, rng=model.rng))
+        return returned[-1], loss_fn, optimizer
+
+    monkeypatch.setattr(digitnet.kernels, "speed_up", speed_up)
+    Classifier("784-16-4", epochs=1, kernels="reference").fit(X, y)
+    assert returned == []
+    clf = Classifier("784-16-4", epochs=1).fit(X, y)
+    assert clf.model is returned[0]   # the object to use from then on
+    assert clf.score(X, y) > 0.25
+

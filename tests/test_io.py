@@ -26,7 +26,7 @@ from digitnet.io import (
     save_model,
     write_safetensors,
 )
-from digitnet.nn.model import Sequential
+from digitnet.nn.sequential import Sequential
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -407,7 +407,7 @@ def test_malformed_tensor_entries(tmp_path, model_file, entry):
 def test_checkpoint_that_is_a_plain_model(tmp_path, model_file):
     from digitnet.nn.losses import make_loss
     from digitnet.nn.optim import make_optimizer
-    from digitnet.train import Trainer
+    from digitnet.training import Trainer
 
     model = small_model()
     trainer = Trainer(model, make_loss("cross_entropy"), make_optimizer("sgd", 0.1),

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from digitnet.nn.losses import SoftmaxCrossEntropy
-from digitnet.nn.model import Sequential
+from digitnet.nn.sequential import Sequential
 from digitnet.nn.optim import SGD
 
 

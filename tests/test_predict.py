@@ -1,6 +1,6 @@
 import numpy as np
 
-from digitnet.nn.model import Sequential
+from digitnet.nn.sequential import Sequential
 from digitnet.predict import describe_predictions, predict_proba_images, top_k
 
 

@@ -4,7 +4,7 @@ writes keep the old file, and no bad input ever shows a user a traceback.
 The interrupt tests send real signals: to a ``python -m digitnet train`` subprocess from outside
 (SIGINT, SIGTERM), and in-process from a callback at an exact batch (deterministic positions).
 Runs use small MNIST subsets; the subprocess runs use batch size 1 so an epoch lasts long enough
-(~0.4 s) for a signal sent just after "epoch 1/3" appears to land in the middle of epoch 2.
+for a signal sent just after "epoch 1/3" appears to land in the middle of epoch 2.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from digitnet.cli import main
 from digitnet.config import TrainConfig
 from digitnet.errors import DivergenceError, TrainingInterrupted
 from digitnet.io import load_model, read_safetensors, save_model
-from digitnet.nn.model import Sequential
+from digitnet.nn.sequential import Sequential
 from digitnet.runs import CHECKPOINT_FILE, HISTORY_FILE, MODEL_FILE, resume_training, run_training
-from digitnet.train import Callback, LambdaCallback
+from digitnet.training import Callback, LambdaCallback
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "digitnet"
@@ -247,7 +247,7 @@ def test_early_stopping_state_survives_a_resume(mnist_path, tmp_path):
 
 def test_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(mnist_path, tmp_path, monkeypatch, capsys):
     """Through the CLI entry point: a second Ctrl-C does not wait for the checkpoint (exit 130)."""
-    import digitnet.train
+    import digitnet.training
 
     calls = []
 
@@ -257,7 +257,7 @@ def test_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(mnist_path, t
             os.kill(os.getpid(), signal.SIGINT)
             os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(digitnet.train.ProgressBar, "on_batch_end", double_ctrl_c)
+    monkeypatch.setattr(digitnet.training.ProgressBar, "on_batch_end", double_ctrl_c)
     monkeypatch.setenv("DIGITNET_DATA", str(mnist_path.parent))
     code = main(["train", "--arch", "784-32-10", "--epochs", "3", "--limit-train", "1000", "--batch-size", "32",
                  "--seed", "3", "--out", str(tmp_path / "A"), "--no-progress"])
@@ -373,7 +373,7 @@ def test_reduce_lr_gives_up_after_three_tries(mnist_path, tmp_path, capsys, monk
 def _tiny_trainer(images, **kwargs):
     from digitnet.nn.losses import make_loss
     from digitnet.nn.optim import make_optimizer
-    from digitnet.train import Trainer
+    from digitnet.training import Trainer
 
     model = Sequential.from_spec("784-8-10", rng=np.random.default_rng(0))
     labels = np.arange(len(images)) % 10

@@ -18,7 +18,7 @@ from digitnet.robustness import (
 @pytest.fixture(scope="module")
 def trained(mnist_train):
     from digitnet.nn import Sequential, make_loss, make_optimizer
-    from digitnet.train import fit
+    from digitnet.training import fit
 
     model = Sequential.from_spec("784-32-10", rng=np.random.default_rng(0))
     fit(model, make_loss("ce"), make_optimizer("adam", 0.003), mnist_train.head(3000), epochs=1, batch_size=64,

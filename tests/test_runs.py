@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from digitnet.config import load_preset
+import digitnet.kernels
+from digitnet.config import TrainConfig, load_preset
 from digitnet.errors import ConfigError
 from digitnet.io import load_model
 from digitnet.runs import read_run_config, run_training
@@ -38,3 +39,29 @@ def test_cnn_preset_trains_on_a_real_subset(mnist_path, tmp_path):
     loaded = load_model(tmp_path)
     assert loaded.model.input_shape == (1, 28, 28)
     assert loaded.metrics["test_accuracy"] == result.metrics["test_accuracy"]
+
+
+def test_a_bad_setting_fails_before_any_data_is_loaded(tmp_path):
+    """No data folder at all: the error is about the setting, and no run directory is created."""
+    out = tmp_path / "run"
+    nowhere = str(tmp_path / "no-data")
+    with pytest.raises(ConfigError, match="784-x-10"):
+        run_training(TrainConfig(arch="784-x-10", data_dir=nowhere), out, quiet=True, log=lambda m: None)
+    with pytest.raises(ConfigError, match="unknown optimizer"):
+        run_training(TrainConfig(optimizer="rmsprop", data_dir=nowhere), out, quiet=True, log=lambda m: None)
+    with pytest.raises(ConfigError, match="unknown kernels 'bogus'"):
+        run_training(TrainConfig(data_dir=nowhere), out, quiet=True, log=lambda m: None, kernels="bogus")
+    assert not out.exists()
+
+
+def test_the_kernels_environment_variable_is_honoured(mnist_path, tmp_path, monkeypatch):
+    def refuse(*args):
+        raise AssertionError("speed_up was called")
+
+    monkeypatch.setattr(digitnet.kernels, "speed_up", refuse)
+    monkeypatch.setenv("DIGITNET_KERNELS", "reference")
+    config = TrainConfig(arch="784-16-10", epochs=1, limit_train=500, seed=1)
+    result = run_training(config, tmp_path, quiet=True, log=lambda m: None)
+    assert result.metrics["epochs_run"] == 1
+    assert "kernels" not in read_run_config(tmp_path).to_dict()   # a runtime choice, not part of the run
+

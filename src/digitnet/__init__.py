@@ -2,7 +2,7 @@
 
 The package is layered in one direction (see docs/ARCHITECTURE.md):
 
-    data  ->  nn  ->  train  ->  io / metrics  ->  cli, viz, web, report
+    data  ->  nn  ->  training  ->  io / metrics  ->  cli, viz, web, report
 
 ``data`` knows nothing of ``nn``; ``nn`` knows nothing of files, the CLI or plots.
 Heavy or optional modules (matplotlib, FastAPI) are imported lazily so ``import digitnet``

@@ -2,7 +2,7 @@
 
 For one configuration, in one process, the same network is trained by
 
-- digitnet (:class:`~digitnet.train.Trainer`, exactly as ``digitnet train`` runs it),
+- digitnet (:func:`~digitnet.training.build_trainer`, exactly as ``digitnet train`` runs it),
 - PyTorch on the CPU (``torch.set_num_threads(cores)``), starting from the same initial weights and
   seeing the same batches in the same order with the same optimizer,
 - scikit-learn's ``MLPClassifier`` where it applies (MLPs; its own initial weights),
@@ -18,7 +18,8 @@ alone in a fresh subprocess), and inference times.
     digitnet bench mlp-seed-002 --epochs 10
     digitnet bench --quick --out /tmp/bench          # a small run that proves the pipeline works
 
-PyTorch and scikit-learn are imported only here (``pip install digitnet[bench] torch``).
+PyTorch and scikit-learn are imported only here (``pip install digitnet[bench] torch``). The
+command line (flags, printing) is :mod:`digitnet.cli.cmd_bench`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from digitnet.errors import ConfigError
+from digitnet.errors import ConfigError, DigitnetError
 
 #: where ``digitnet bench`` writes when run from a source checkout (``benchmarks/results``)
 DEFAULT_RESULTS = Path("benchmarks") / "results"
@@ -115,6 +116,22 @@ def _require(module: str, what: str):
                           f"pip install 'digitnet[bench]' torch") from None
 
 
+def configs_named(names: list[str]) -> list[BenchConfig]:
+    """The configurations called ``names`` (every one for an empty list); ConfigError for an unknown name."""
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        raise ConfigError(f"unknown benchmark configuration(s) {', '.join(unknown)}; "
+                          f"choose from {', '.join(CONFIGS)}")
+    return [CONFIGS[n] for n in names or CONFIGS]
+
+
+def require_frameworks(sklearn: bool = True) -> None:
+    """ConfigError (with the pip command) when PyTorch, or scikit-learn if wanted, is missing."""
+    _require("torch", "PyTorch")
+    if sklearn:
+        _require("sklearn", "scikit-learn")
+
+
 # ----------------------------------------------------------------------------------------------
 # Statistics and machine facts
 # ----------------------------------------------------------------------------------------------
@@ -168,6 +185,15 @@ def openblas_warning() -> str | None:
             f"machine's own best kernel run: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE digitnet bench ...")
 
 
+def load_warning() -> str | None:
+    """A note when other programs keep the machine busy (the figures will be noisy)."""
+    load = os.getloadavg()[0]
+    if load <= 1.0:
+        return None
+    return (f"note: the load average is {load:.1f}: other programs are running and the figures will be "
+            "noisy (the JSON records the load before and after)")
+
+
 # ----------------------------------------------------------------------------------------------
 # Data and models
 # ----------------------------------------------------------------------------------------------
@@ -182,17 +208,23 @@ def load_data(config: BenchConfig, quick: bool, data_dir: str | None = None):
     return train, test
 
 
+def train_config(config: BenchConfig):
+    """digitnet's side of the benchmark as the :class:`~digitnet.config.TrainConfig` it trains."""
+    from digitnet.config import TrainConfig
+
+    optimizer = "sgd" if config.momentum == 0 else "nesterov" if config.nesterov else "momentum"
+    return TrainConfig(arch=config.arch, layers=config.layers or None,
+                       input_shape=list(config.input_shape) if config.layers else None, activation="relu",
+                       optimizer=optimizer, lr=config.lr, momentum=config.momentum, epochs=config.epochs,
+                       batch_size=config.batch_size, seed=SEED, description=config.description)
+
+
 def build_digitnet_model(config: BenchConfig):
-    from digitnet.config import seed_generators
-    from digitnet.nn.sequential import Sequential
+    """The network with the initial weights every framework starts from."""
+    from digitnet.config import build_model, seed_generators
 
     rngs = seed_generators(SEED)
-    if config.arch:
-        model = Sequential.from_spec(config.arch, "relu", rng=rngs["init"])
-    else:
-        model = Sequential.from_config({"layers": config.layers, "input_shape": list(config.input_shape)},
-                                       rng=rngs["init"])
-    return Sequential(model.layers, input_shape=model.input_shape, rng=rngs["dropout"])
+    return build_model(train_config(config), rngs["init"], rngs["dropout"])
 
 
 def data_rng() -> np.random.Generator:
@@ -245,25 +277,23 @@ class DigitnetRun:
     name = "digitnet"
 
     def __init__(self, config: BenchConfig, train, test) -> None:
-        from digitnet.nn.losses import SoftmaxCrossEntropy
-        from digitnet.nn.optim import SGD
-        from digitnet.train import Trainer
+        from digitnet.training import build_trainer
 
-        self.model = build_digitnet_model(config)
-        self.loss = SoftmaxCrossEntropy()
-        optimizer = SGD(config.lr, momentum=config.momentum, nesterov=config.nesterov)
-        self.trainer = Trainer(self.model, self.loss, optimizer, train, epochs=1, batch_size=config.batch_size,
-                               rng=data_rng(), log=lambda message: None)
+        self.trainer = build_trainer(train_config(config), train, log=lambda message: None)
         self.test = test
+
+    @property
+    def model(self):
+        return self.trainer.model
 
     def epoch(self) -> None:
         self.trainer.epochs = self.trainer.epoch + 1
         self.trainer.run()
 
     def test_accuracy(self) -> float:
-        from digitnet.train import evaluate
+        from digitnet.training import evaluate
 
-        return evaluate(self.model, self.loss, self.test)[1]
+        return evaluate(self.trainer.model, self.trainer.loss_fn, self.test)[1]
 
 
 class TorchRun:
@@ -480,14 +510,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _child_command(args: list[str]) -> list[str]:
-    return [sys.executable, "-c", "import sys; from digitnet.bench import child_main; sys.exit(child_main())",
-            *args]
+def _child_command(spec: dict[str, Any]) -> list[str]:
+    return [sys.executable, "-c", "import json, sys; from digitnet.bench import child_main; "
+            "sys.exit(child_main(json.loads(sys.argv[1])))", json.dumps(spec)]
 
 
-def _run_child(args: list[str], timeout: float) -> dict[str, Any]:
+def _run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     try:
-        done = subprocess.run(_child_command(args), capture_output=True, text=True, timeout=timeout,
+        done = subprocess.run(_child_command(spec), capture_output=True, text=True, timeout=timeout,
                               check=False)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
@@ -498,10 +528,8 @@ def _run_child(args: list[str], timeout: float) -> dict[str, Any]:
 
 def measure_peak_memory(config: BenchConfig, framework: str, quick: bool, data_dir: str | None) -> float | None:
     """Peak RSS (MB) of a fresh process that loads the data and trains one epoch with ``framework`` only."""
-    args = ["peak", config.name, framework] + (["--quick"] if quick else []) + \
-        (["--data-dir", data_dir] if data_dir else [])
-    result = _run_child(args, timeout=1800)
-    return result.get("peak_rss_mb")
+    spec = {"what": "peak", "config": config.name, "framework": framework, "quick": quick, "data_dir": data_dir}
+    return _run_child(spec, timeout=1800).get("peak_rss_mb")
 
 
 def measure_train_memory(preset: str, epochs: int, data_dir: str | None, limit_train: int | None = None
@@ -511,45 +539,38 @@ def measure_train_memory(preset: str, epochs: int, data_dir: str | None, limit_t
     The peak is reached in the first epoch (every buffer exists after the first batch, and the
     evaluation after the last epoch uses fixed-size chunks), so two epochs measure a whole run.
     """
-    args = ["train", preset, str(epochs)] + (["--data-dir", data_dir] if data_dir else []) + \
-        (["--limit-train", str(limit_train)] if limit_train else [])
-    result = _run_child(args, timeout=3600)
+    spec = {"what": "train", "preset": preset, "epochs": epochs, "data_dir": data_dir, "limit_train": limit_train}
+    result = _run_child(spec, timeout=3600)
     return {"preset": preset, "epochs": epochs, "limit_train": limit_train, **result}
 
 
-def child_main(argv: list[str] | None = None) -> int:
-    """Entry point of the measuring subprocesses (``peak`` and ``train``); prints one JSON line."""
-    import argparse
+def child_main(spec: dict[str, Any]) -> int:
+    """Entry point of the measuring subprocesses; prints one JSON line (the error on stderr).
 
-    parser = argparse.ArgumentParser(prog="digitnet.bench child")
-    parser.add_argument("what", choices=["peak", "train"])
-    parser.add_argument("name")
-    parser.add_argument("arg")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--limit-train", type=int)
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if args.what == "peak":
-        config = CONFIGS[args.name]
-        train, test = load_data(config, args.quick, args.data_dir)
-        run = {"digitnet": DigitnetRun, "torch": TorchRun, "sklearn": SklearnRun}[args.arg](config, train, test)
-        run.epoch()
-        print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
-        return 0
-    from digitnet.cli import main as cli_main
+    ``{"what": "peak", "config", "framework", "quick", "data_dir"}`` trains one epoch of one
+    framework; ``{"what": "train", "preset", "epochs", "data_dir", "limit_train"}`` runs what
+    ``digitnet train --preset PRESET --epochs N`` runs (:func:`digitnet.runs.run_training`).
+    """
+    try:
+        if spec["what"] == "peak":
+            config = CONFIGS[spec["config"]]
+            train, test = load_data(config, spec["quick"], spec["data_dir"])
+            run = {"digitnet": DigitnetRun, "torch": TorchRun, "sklearn": SklearnRun}[spec["framework"]]
+            run(config, train, test).epoch()
+            print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
+            return 0
+        from digitnet.config import load_preset
+        from digitnet.runs import run_training
 
-    with tempfile.TemporaryDirectory() as tmp:
-        cli_args = ["train", "--preset", args.name, "--epochs", args.arg, "--out", str(Path(tmp) / "run"),
-                    "--no-progress"]
-        if args.data_dir:
-            cli_args += ["--data-dir", args.data_dir]
-        if args.limit_train:
-            cli_args += ["--limit-train", str(args.limit_train)]
-        started = time.perf_counter()
-        code = cli_main(cli_args)
-        seconds = time.perf_counter() - started
-    if code:
-        return code
+        config = load_preset(spec["preset"]).replace(epochs=spec["epochs"], data_dir=spec["data_dir"],
+                                                     limit_train=spec["limit_train"])
+        with tempfile.TemporaryDirectory() as tmp:
+            started = time.perf_counter()
+            run_training(config, Path(tmp) / "run", progress=False)
+            seconds = time.perf_counter() - started
+    except DigitnetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     print(json.dumps({"peak_rss_mb": peak_rss_mb(), "seconds": seconds}))
     return 0
 
@@ -698,73 +719,3 @@ def format_result(result: dict[str, Any]) -> str:
     lines.append(f"  digitnet / PyTorch {r['digitnet_over_torch_median']:.2f}x, digitnet / lower bound "
                  f"{r['digitnet_over_bound_median']:.2f}x")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None, default_out: Path | None = None) -> int:
-    """``digitnet bench`` / ``python benchmarks/bench.py``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="digitnet bench", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    return run_from_args(args, default_out)
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("configs", nargs="*", metavar="CONFIG",
-                        help=f"configurations to run (default: all): {', '.join(CONFIGS)}")
-    from digitnet.cli.common import positive_int
-
-    parser.add_argument("--epochs", type=positive_int, help="epochs per framework (default: per configuration)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a small subset and 2 epochs: proves the pipeline, measures nothing")
-    parser.add_argument("--out", metavar="DIR", help=f"where the JSON and Markdown go (default {DEFAULT_RESULTS})")
-    parser.add_argument("--data-dir", metavar="DIR", help="folder with the MNIST files")
-    parser.add_argument("--no-sklearn", action="store_true", help="leave scikit-learn out")
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    parser.add_argument("--train-memory", metavar="PRESET",
-                        help="also measure the peak memory of 'digitnet train --preset PRESET --epochs 2'")
-    parser.add_argument("--only-train-memory", action="store_true", help="with --train-memory: nothing else")
-
-
-def run_from_args(args, default_out: Path | None = None) -> int:
-    names = args.configs or list(CONFIGS)
-    unknown = [n for n in names if n not in CONFIGS]
-    if unknown:
-        raise ConfigError(f"unknown benchmark configuration(s) {', '.join(unknown)}; "
-                          f"choose from {', '.join(CONFIGS)}")
-    if args.only_train_memory and not args.train_memory:
-        raise ConfigError("--only-train-memory needs --train-memory PRESET")
-    _require("torch", "PyTorch")
-    if not args.no_sklearn:
-        _require("sklearn", "scikit-learn")
-    out_dir = Path(args.out) if args.out else (default_out or DEFAULT_RESULTS)
-    note = openblas_warning()
-    if note:
-        print(note, file=sys.stderr)
-    load = os.getloadavg()[0]
-    if load > 1.0:
-        print(f"note: the load average is {load:.1f}: other programs are running and the figures will be "
-              "noisy (the JSON records the load before and after)", file=sys.stderr)
-
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
-    for name in ([] if args.only_train_memory else names):
-        result = run_benchmark(CONFIGS[name], epochs=args.epochs, quick=args.quick, data_dir=args.data_dir,
-                               sklearn=not args.no_sklearn, memory=not args.no_memory, log=log)
-        path = write_results(result, out_dir)
-        print(format_result(result))
-        print(f"wrote {path} and {out_dir / 'bench.md'}")
-    if args.train_memory:
-        memory = measure_train_memory(args.train_memory, 1 if args.quick else 2, args.data_dir,
-                                      2048 if args.quick else None)
-        path = write_results(memory, out_dir, name=f"train-memory-{args.train_memory}")
-        print(f"digitnet train --preset {args.train_memory}: peak memory "
-              f"{memory.get('peak_rss_mb', float('nan')):.0f} MB {memory.get('error', '')}".rstrip())
-        print(f"wrote {path}")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

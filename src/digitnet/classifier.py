@@ -18,18 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from digitnet.config import (
-    TrainConfig,
-    build_augment,
-    build_loss,
-    build_model,
-    build_optimizer,
-    build_schedule,
-    load_preset,
-    seed_generators,
-)
+from digitnet.config import TrainConfig, build_loss, load_preset
 from digitnet.errors import ConfigError
-from digitnet.train import ProgressBar, Trainer, evaluate
+from digitnet.kernels import resolve
+from digitnet.training import ProgressBar, build_trainer, evaluate
 
 
 class Classifier:
@@ -39,12 +31,14 @@ class Classifier:
         arch: layer sizes such as ``"784-128-64-10"`` (the output size is checked against the labels).
         preset: start from a named preset instead (see ``digitnet train --help``).
         verbose: print one line per epoch.
+        kernels: "fast" or "reference" (the textbook layers of digitnet.nn); None reads
+            ``$DIGITNET_KERNELS``, else fast. The fitted network is the same either way.
         **settings: any :class:`~digitnet.config.TrainConfig` field: ``activation``, ``optimizer``,
             ``lr``, ``epochs``, ``batch_size``, ``dropout``, ``weight_decay``, ``schedule``, ``seed``, ...
     """
 
     def __init__(self, arch: str | None = None, *, preset: str | None = None, verbose: bool = False,
-                 **settings: Any) -> None:
+                 kernels: str | None = None, **settings: Any) -> None:
         base = load_preset(preset) if preset else TrainConfig()
         if arch is not None:
             settings["arch"] = arch
@@ -54,6 +48,9 @@ class Classifier:
         except TypeError as exc:
             raise ConfigError(f"unknown setting: {exc}") from None
         self.verbose = verbose
+        if kernels is not None:
+            resolve(kernels)  # a bad choice fails here, not in fit
+        self.kernels = kernels
         self.model = None
         self.history = None
         self.classes_: np.ndarray | None = None
@@ -93,20 +90,15 @@ class Classifier:
         if len(self.classes_) > 256:
             raise ConfigError("at most 256 classes")
         labels = self._encode(y)
-        rngs = seed_generators(self.config.seed)
-        self.model = build_model(self.config, rngs["init"], rngs["dropout"])
-        out = self.model.output_shapes()[-1]
-        if out != (len(self.classes_),) and out[0] < len(self.classes_):
-            raise ConfigError(f"the network has {out[0]} outputs but y has {len(self.classes_)} classes")
         val = None
         if validation_data is not None:
             val = (self._inputs(validation_data[0]), self._encode(np.asarray(validation_data[1])))
-        trainer = Trainer(self.model, build_loss(self.config), build_optimizer(self.config), (X, labels), val,
-                          epochs=self.config.epochs, batch_size=self.config.batch_size or None,
-                          rng=rngs["data"], schedule=build_schedule(self.config),
-                          augment=build_augment(self.config), clip_norm=self.config.clip_norm,
-                          callbacks=[ProgressBar(tty=False)] if self.verbose else [],
-                          on_divergence=self.config.on_divergence)
+        trainer = build_trainer(self.config, (X, labels), val, kernels=self.kernels,
+                                callbacks=[ProgressBar(tty=False)] if self.verbose else [])
+        out = trainer.model.output_shapes()[-1]
+        if out != (len(self.classes_),) and out[0] < len(self.classes_):
+            raise ConfigError(f"the network has {out[0]} outputs but y has {len(self.classes_)} classes")
+        self.model = trainer.model  # with the fast kernels, the object speed_up returned
         self.history = trainer.run()
         return self
 
@@ -156,6 +148,7 @@ class Classifier:
         clf = cls.__new__(cls)
         clf.config = TrainConfig.from_dict(training) if training else TrainConfig()
         clf.verbose = False
+        clf.kernels = None
         clf.model = loaded.model
         clf.history = None
         names = loaded.classes

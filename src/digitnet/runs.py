@@ -23,17 +23,10 @@ from typing import Any
 
 from digitnet import __version__
 from digitnet.atomic import write_json
-from digitnet.config import (
-    TrainConfig,
-    build_augment,
-    build_loss,
-    build_model,
-    build_optimizer,
-    build_schedule,
-    seed_generators,
-)
+from digitnet.config import TrainConfig, seed_generators
 from digitnet.errors import ConfigError, ModelFileError
-from digitnet.train import Callback
+from digitnet.kernels import resolve
+from digitnet.training import Callback
 
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
@@ -89,6 +82,7 @@ def run_training(
     handle_signals: bool = False,
     log: Callable[[str], None] | None = None,
     callbacks: list | None = None,
+    kernels: str | None = None,
 ) -> RunResult:
     """Train as ``config`` says, writing the run directory ``out_dir``; returns the result.
 
@@ -96,30 +90,25 @@ def run_training(
     weights bit-identical to an uninterrupted run of the same config.
     With ``handle_signals`` Ctrl-C/SIGTERM stop after the current batch with a checkpoint
     (raising :class:`~digitnet.errors.TrainingInterrupted`).
+    ``kernels`` ("fast", "reference", None for ``$DIGITNET_KERNELS`` or fast) is how the steps are
+    computed, not what is trained: it is not part of the config.
     """
     from digitnet.io import save_model
-    from digitnet.train import Checkpoint, EarlyStopping, ProgressBar, Trainer, evaluate, graceful_interrupts
+    from digitnet.training import Checkpoint, EarlyStopping, ProgressBar, evaluate, graceful_interrupts
+    from digitnet.training.build import build_parts, build_trainer
 
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     out_dir = Path(out_dir)
+    # A bad setting fails fast, before loading data or creating the run directory: everything the
+    # config names is built once here (and again, identically, by build_trainer below).
+    resolve(kernels)
+    build_parts(config)
     rngs = seed_generators(config.seed)
-    # Build everything the config names first: a bad setting fails fast, before loading data
-    # or creating the run directory.
-    model = build_model(config, rngs["init"], rngs["dropout"])
-    loss_fn = build_loss(config)
-    optimizer = build_optimizer(config)
-    schedule = build_schedule(config)
-    augment = build_augment(config)
     train, val, test = load_training_data(config, rngs["split"])
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create run directory {out_dir}: {exc.strerror}") from None
-
-    if not resume:
-        write_json(out_dir / CONFIG_FILE, {**config.to_dict(), "digitnet_version": __version__})
-        save_model(out_dir / INITIAL_FILE, model, classes=train.classes, dataset=config.dataset,
-                   training=config.to_dict())
 
     cbs: list = [_HistoryWriter(out_dir / HISTORY_FILE)]
     if config.early_stopping:
@@ -129,14 +118,16 @@ def run_training(
     if not quiet:
         cbs.append(ProgressBar() if progress else ProgressBar(tty=False))  # off a TTY: a line per epoch
     cbs.extend(callbacks or [])
-    trainer = Trainer(model, loss_fn, optimizer, train, val, epochs=config.epochs,
-                      batch_size=config.batch_size or None, rng=rngs["data"], schedule=schedule,
-                      callbacks=cbs, augment=augment, clip_norm=config.clip_norm,
-                      on_divergence=config.on_divergence, log=log)
+    trainer = build_trainer(config, train, val, kernels=kernels, callbacks=cbs, log=log, rngs=rngs)
+    model, loss_fn = trainer.model, trainer.loss_fn
     trainer.checkpoint_path = out_dir / CHECKPOINT_FILE
     if resume:
         meta = trainer.restore_checkpoint(out_dir / CHECKPOINT_FILE)
         log(f"resuming {out_dir} at epoch {meta['epoch'] + 1}, batch {meta['batch_index']}")
+    else:
+        write_json(out_dir / CONFIG_FILE, {**config.to_dict(), "digitnet_version": __version__})
+        save_model(out_dir / INITIAL_FILE, model, classes=train.classes, dataset=config.dataset,
+                   training=config.to_dict())
 
     log(f"training {config.name} on {len(train):,} {config.dataset} images"
         + (f" (+{len(val):,} for validation)" if val is not None else "")

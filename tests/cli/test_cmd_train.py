@@ -45,8 +45,10 @@ def test_help_names_each_preset_after_what_it_is():
     assert result.returncode == 0
     assert "seed-002: 784-128-64-10 ReLU, SGD lr 0.1, batch 128, 10 epochs" in result.stdout
     for flag in ("--preset", "--arch", "--optimizer", "--lr", "--epochs", "--batch-size", "--l2", "--dropout",
-                 "--schedule", "--val-split", "--seed", "--dataset", "--limit-train", "--out", "--resume"):
+                 "--schedule", "--val-split", "--seed", "--dataset", "--limit-train", "--out", "--resume",
+                 "--kernels"):
         assert flag in result.stdout
+    assert "reference: the readable textbook layers in digitnet/nn" in " ".join(result.stdout.split())
 
 
 @pytest.mark.parametrize("args, message", [
@@ -56,6 +58,7 @@ def test_help_names_each_preset_after_what_it_is():
     (["--dropout", "1.5"], "fraction"),
     (["--optimizer", "rmsprop"], "invalid choice"),
     (["--val-split", "2"], "fraction"),
+    (["--kernels", "bogus"], "argument --kernels: invalid choice: 'bogus'"),
 ])
 def test_bad_flags_give_one_clear_line_and_exit_2(args, message, tmp_path):
     result = run_cli("train", *args, "--out", tmp_path / "r", "--epochs", "1", "--limit-train", "100")
@@ -72,3 +75,32 @@ def test_resume_of_a_missing_run_is_a_clear_error(tmp_path):
 def test_resume_refuses_other_settings(tmp_path):
     result = run_cli("train", "--resume", tmp_path, "--lr", "0.1")
     assert result.returncode == 2 and "drop lr" in result.stderr
+
+
+def test_a_bad_kernels_variable_is_one_clear_line_and_exit_2(tmp_path):
+    result = run_cli("train", "--arch", "784-16-10", "--epochs", "1", "--out", tmp_path / "r",
+                     env={"DIGITNET_KERNELS": "bogus"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "digitnet train: error: unknown kernels 'bogus' (from $DIGITNET_KERNELS): choose fast or reference"]
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_reference_kernels_train_without_speed_up(how, mnist_path, tmp_path, monkeypatch, capsys):
+    import digitnet.kernels
+    from digitnet.cli import main
+
+    def refuse(*args):
+        raise AssertionError("speed_up was called")
+
+    monkeypatch.setattr(digitnet.kernels, "speed_up", refuse)
+    monkeypatch.setenv("DIGITNET_DATA", str(mnist_path.parent))
+    flags = ["--kernels", "reference"] if how == "flag" else []
+    if how == "environment":
+        monkeypatch.setenv("DIGITNET_KERNELS", "reference")
+    code = main(["train", "--arch", "784-16-10", "--epochs", "1", "--limit-train", "500", "--no-progress",
+                 "--out", str(tmp_path / "r"), *flags])
+    assert code == 0, capsys.readouterr().err
+    assert "kernels" not in json.loads((tmp_path / "r" / "config.json").read_text())
+

@@ -1,4 +1,4 @@
-"""iterate_batches / to_float, and the Dataset checks the loaders rely on."""
+"""to_float / images_to_inputs, and the Dataset checks the loaders rely on."""
 
 from __future__ import annotations
 
@@ -6,15 +6,8 @@ import numpy as np
 import pytest
 
 from digitnet.data import Dataset
-from digitnet.data.batches import iterate_batches, to_float
+from digitnet.data.batches import images_to_inputs, to_float
 from digitnet.errors import DataError
-
-
-@pytest.fixture
-def store(rng):
-    images = rng.integers(0, 256, size=(23, 4, 5), dtype=np.uint8)
-    images[:, 0, 0] = np.arange(23)  # sample id in the first pixel
-    return images, (np.arange(23) % 10).astype(np.uint8)
 
 
 def test_to_float_range_and_exactness():
@@ -23,53 +16,14 @@ def test_to_float_range_and_exactness():
     np.testing.assert_allclose(x, np.arange(256) / 255, rtol=1e-6)
 
 
-@pytest.mark.parametrize(("layout", "shape"), [("flat", (10, 20)), ("nchw", (10, 1, 4, 5))])
-def test_layouts(store, layout, shape):
-    images, labels = store
-    x, y = next(iterate_batches(images, labels, 10, shuffle=False, layout=layout))
-    assert x.shape == shape and x.dtype == np.float32
-    np.testing.assert_allclose(x.reshape(10, 4, 5), images[:10] / 255, rtol=1e-6)
-    assert (y == labels[:10]).all()
-
-
-def test_one_epoch_covers_every_sample_once(store):
-    images, labels = store
-    seen = []
-    for x, y in iterate_batches(images, labels, 5, np.random.default_rng(1)):
-        ids = np.rint(x[:, 0] * 255).astype(int)
-        assert (labels[ids] == y).all()  # images and labels stay paired
-        seen += ids.tolist()
-    assert sorted(seen) == list(range(23)) and seen != list(range(23))
-
-
-def test_shuffle_is_reproducible(store):
-    images, labels = store
-
-    def order(seed):
-        return [y.tolist() for _, y in iterate_batches(images, labels, 4, np.random.default_rng(seed))]
-
-    assert order(3) == order(3)
-    assert order(3) != order(4)
-
-
-def test_batch_sizes_and_drop_last(store):
-    images, labels = store
-    assert [len(y) for _, y in iterate_batches(images, labels, 10, shuffle=False)] == [10, 10, 3]
-    assert [len(y) for _, y in iterate_batches(images, labels, 10, shuffle=False, drop_last=True)] == [10, 10]
-    assert [y for _, y in iterate_batches(images, None, 10, shuffle=False)] == [None] * 3
-
-
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"batch_size": 0}, "batch_size"),
-    ({"batch_size": -3}, "batch_size"),
-    ({"batch_size": 4, "layout": "nhwc"}, "layout"),
-    ({"batch_size": 4, "shuffle": True}, "Generator"),
-])
-def test_bad_arguments(store, kwargs, message):
-    images, labels = store
-    kwargs.setdefault("shuffle", False)
-    with pytest.raises(ValueError, match=message):
-        next(iterate_batches(images, labels, **kwargs))
+@pytest.mark.parametrize("input_shape", [(784,), (1, 28, 28)])
+def test_images_to_inputs_in_a_model_layout(rng, input_shape):
+    images = rng.integers(0, 256, size=(3, 28, 28), dtype=np.uint8)
+    x = images_to_inputs(images, input_shape)
+    assert x.shape == (3, *input_shape) and x.dtype == np.float32
+    np.testing.assert_allclose(x.reshape(3, 28, 28), images / 255, rtol=1e-6)
+    with pytest.raises(DataError, match="do not fit"):
+        images_to_inputs(images[:, :27], input_shape)
 
 
 def test_dataset_label_checks():

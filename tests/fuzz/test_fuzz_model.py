@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from digitnet.io import load_model, read_safetensors, save_model
-from digitnet.nn.model import Sequential
+from digitnet.nn.sequential import Sequential
 from tests.fuzz.support import INTERESTING, fuzz_settings, mutated
 
 pytestmark = pytest.mark.timeout(60)

@@ -49,7 +49,7 @@ def tiny_cnn(root: Path, mnist_train) -> Path:
         return _CNN_FILES[root]
     from digitnet.io import save_model
     from digitnet.nn import Sequential, make_loss, make_optimizer
-    from digitnet.train import fit
+    from digitnet.training import fit
 
     model = Sequential.from_config({"layers": CNN_LAYERS, "input_shape": [1, 28, 28]},
                                    rng=np.random.default_rng(0))

@@ -1,6 +1,6 @@
 import numpy as np
 
-from digitnet.train import History
+from digitnet.training import History
 from digitnet.viz import png_bytes, png_size, render
 from digitnet.viz.curves import draw_curves
 from tests.viz.support import assert_drawn, figure_texts, open_png

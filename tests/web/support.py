@@ -54,9 +54,9 @@ def trained_model():
     """``(model, test accuracy on 2,000 test images)`` of the small test MLP, trained once."""
     from digitnet.data.batches import images_to_inputs
     from digitnet.nn.losses import SoftmaxCrossEntropy
-    from digitnet.nn.model import Sequential
+    from digitnet.nn.sequential import Sequential
     from digitnet.nn.optim import SGD
-    from digitnet.train import fit
+    from digitnet.training import fit
 
     images, labels = mnist_split("train")
     model = Sequential.from_spec("784-64-10", rng=np.random.default_rng(1))

@@ -244,3 +244,13 @@ def test_settings_and_the_weights_picture():
     positive = weights[:, 0].reshape(28, 28) > 0.5
     negative = weights[:, 0].reshape(28, 28) < -0.5
     assert np.all(tile[positive, 0] > tile[positive, 2]) and np.all(tile[negative, 2] > tile[negative, 0])
+
+
+def test_a_bad_kernels_choice_fails_when_the_server_starts():
+    require_module("fastapi")
+    from digitnet.errors import ConfigError
+    from digitnet.web.training import TrainingManager
+
+    with pytest.raises(ConfigError, match="unknown kernels 'gpu'"):
+        TrainingManager(kernels="gpu")
+    assert TrainingManager(kernels="reference").kernels == "reference"

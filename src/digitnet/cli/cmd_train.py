@@ -69,6 +69,9 @@ def register(subparsers) -> None:
     p("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
     p("--report", action="store_true", help="write RUN_DIR/report.html with every picture at the end")
     p("--no-progress", action="store_true", help="no progress bar (one line per epoch instead)")
+    p("--kernels", choices=["fast", "reference"],
+      help="reference: the readable textbook layers in digitnet/nn; fast: the tuned kernels (default, or "
+      "$DIGITNET_KERNELS)")
     parser.set_defaults(func=run)
 
 
@@ -96,13 +99,15 @@ def run(args) -> int:
         given = [dest for dest in [*_FIELDS, "preset"] if getattr(args, dest) is not None]
         if given:
             raise ConfigError(f"--resume continues a run with its own settings; drop {', '.join(given)}")
-        result = resume_training(args.resume, progress=not args.no_progress, handle_signals=True)
+        result = resume_training(args.resume, progress=not args.no_progress, handle_signals=True,
+                                 kernels=args.kernels)
     else:
         config = resolve_config(args)
         if args.batch_size is not None and args.batch_size < 0:
             raise ConfigError("--batch-size must be >= 0")
         out = Path(args.out) if args.out else Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        result = run_training(config, out, progress=not args.no_progress, handle_signals=True)
+        result = run_training(config, out, progress=not args.no_progress, handle_signals=True,
+                              kernels=args.kernels)
     m = result.metrics
     print(f"test accuracy: {m['test_accuracy'] * 100:.2f}% (loss {m['test_loss']:.4f}) on "
           f"{m['test_count']:,} test images; training took {m['train_seconds']:.1f} s")

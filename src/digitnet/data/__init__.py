@@ -8,7 +8,7 @@ The usual entry points::
     train, val = train_val_split(train, 0.1, np.random.default_rng(0))
 """
 
-from digitnet.data.batches import iterate_batches, to_float
+from digitnet.data.batches import to_float
 from digitnet.data.dataset import DIGIT_CLASSES, Dataset
 from digitnet.data.datasets import (
     FASHION_CLASSES,
@@ -28,7 +28,6 @@ __all__ = [
     "available_datasets",
     "dataset_info",
     "download_dataset",
-    "iterate_batches",
     "load_dataset",
     "load_file",
     "read_idx",

@@ -18,7 +18,7 @@ All of it is one backward mapping: output pixel ``p = (x, y)`` reads the input a
 interpolated bilinearly between the 4 neighbouring pixels (outside the image counts as black).
 The whole batch is warped at once with array operations (no loop over images); the Gaussian
 smoothing is separable (a 1-D convolution along x, then along y, each a small matrix product),
-written with NumPy only, so augmenting a batch costs a few per cent of a CNN training step.
+written with NumPy only (docs/SPEED.md gives its cost per batch).
 
 Randomness comes only from the ``rng`` passed to each call, so a seeded training run is
 reproducible. With every magnitude 0 the output equals the input.
@@ -153,7 +153,7 @@ class Augmenter:
         probability: chance that an image is distorted at all (the rest pass unchanged).
 
     ``augmenter(images_uint8 [B, H, W], rng) -> uint8 [B, H, W]`` is what
-    :func:`digitnet.train.fit` calls on each training batch (``augment=``).
+    :func:`digitnet.training.fit` calls on each training batch (``augment=``).
     """
 
     def __init__(self, shift: float = 2.0, rotate: float = 10.0, scale: float = 0.1,

@@ -24,21 +24,24 @@ from digitnet.kernels.registry import KERNELS
 from digitnet.kernels.sequential import FastSequential
 
 CHOICES = ("fast", "reference")
+ENV_VAR = "DIGITNET_KERNELS"
 
-__all__ = ["CHOICES", "KERNELS", "FastSequential", "fast_twin", "resolve", "speed_up"]
+__all__ = ["CHOICES", "ENV_VAR", "KERNELS", "FastSequential", "fast_twin", "resolve", "speed_up"]
 
 
 def resolve(kernels: str | None = None) -> str:
     """"fast" or "reference": ``kernels`` if given, else ``$DIGITNET_KERNELS``, else "fast".
 
     Raises:
-        ConfigError: anything else.
+        ConfigError: anything else (saying when the value came from the environment).
     """
-    choice = kernels if kernels is not None else os.environ.get("DIGITNET_KERNELS") or "fast"
-    choice = str(choice).strip().lower()
-    if choice not in CHOICES:
-        raise ConfigError(f"kernels must be 'fast' or 'reference', got {choice!r}")
-    return choice
+    where = ""
+    if kernels is None:
+        kernels = os.environ.get(ENV_VAR) or "fast"   # an empty variable counts as unset
+        where = f" (from ${ENV_VAR})" if os.environ.get(ENV_VAR) else ""
+    if kernels not in CHOICES:
+        raise ConfigError(f"unknown kernels {kernels!r}{where}: choose fast or reference")
+    return kernels
 
 
 def fast_twin(obj: Any) -> Any:

@@ -7,7 +7,7 @@ from digitnet.viz.style import TRAIN_COLOR, VAL_COLOR, drawing, new_figure
 
 @drawing
 def draw_curves(history):
-    """Two panels (loss, accuracy) against the epoch from a :class:`~digitnet.train.History`.
+    """Two panels (loss, accuracy) against the epoch from a :class:`~digitnet.training.History`.
 
     The training numbers are means over each epoch's batches (while the weights were changing);
     the validation numbers are measured after the epoch. The best validation epoch is marked.

@@ -80,7 +80,7 @@ class PlotSource:
         return self.run_dir is not None and (self.run_dir / filename).exists()
 
     def history(self, what: str = "this picture"):
-        from digitnet.train import History
+        from digitnet.training import History
 
         if "history" not in self._cache:
             self._cache["history"] = History.load(self._run_file(HISTORY_FILE, what))

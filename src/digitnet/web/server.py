@@ -44,6 +44,8 @@ from digitnet.data.batches import images_to_inputs
 from digitnet.data.images import WORK_MAX_SIDE, load_image, preprocess
 from digitnet.errors import DigitnetError, ImageError
 from digitnet.handwriting import classify, describe, join_labels
+from digitnet.web.model_info import hidden_layers, model_info
+from digitnet.web.training import install_training
 
 logger = logging.getLogger("digitnet.web")
 
@@ -54,7 +56,6 @@ MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 16_000_000
 #: hidden layers wider than this send per-channel means instead of every value
 MAX_ACTIVATION_VALUES = 4096
-_HIDDEN_ACTIVATIONS = ("ReLU", "LeakyReLU", "Sigmoid", "Tanh")
 _CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
         "connect-src 'self'; frame-ancestors 'none'")
 
@@ -101,43 +102,7 @@ class CatchAll:
                 await _error(500, "internal server error (logged on the server)")(scope, receive, send)
 
 
-# -- model description and inference ---------------------------------------------------------------
-
-def model_info(loaded) -> dict[str, Any]:
-    """What ``GET /api/model`` returns: architecture, classes, parameter count, metrics."""
-    model = loaded.model
-    shapes = model.output_shapes()
-    return {
-        "name": loaded.path.name if loaded.path else "model",
-        "digitnet_version": __version__,
-        "dataset": loaded.metadata.get("dataset"),
-        "classes": list(loaded.classes),
-        "input_shape": list(model.input_shape),
-        "num_params": int(model.num_params()),
-        "layers": [{"index": i, "description": repr(layer), "type": type(layer).__name__,
-                    "output_shape": list(shape), "params": int(layer.num_params())}
-                   for i, (layer, shape) in enumerate(zip(model.layers, shapes, strict=True))],
-        "hidden_layers": [{"index": i, "name": name, "shape": list(shapes[i])} for i, name in _hidden(model)],
-        "architecture": model.config(),
-        "metrics": loaded.metadata.get("metrics", {}),
-        "training": loaded.metadata.get("training", {}),
-        "summary": model.summary(),
-    }
-
-
-def _hidden(model) -> list[tuple[int, str]]:
-    """``(layer index, name)`` of the layers whose outputs are the hidden representations.
-
-    The output of each hidden activation (ReLU, ...); for a model without any, each layer with
-    parameters but the last.
-    """
-    layers = model.layers
-    picked = [i for i, layer in enumerate(layers[:-1]) if type(layer).__name__ in _HIDDEN_ACTIVATIONS]
-    if not picked:
-        with_params = [i for i, layer in enumerate(layers) if layer.params]
-        picked = with_params[:-1]
-    return [(i, f"Hidden layer {k + 1} · {type(layers[i]).__name__}") for k, i in enumerate(picked)]
-
+# -- inference -------------------------------------------------------------------------------------
 
 def hidden_activations(model, image: np.ndarray) -> list[dict[str, Any]]:
     """The hidden layers' outputs for one uint8 image ``[28, 28]``.
@@ -147,7 +112,7 @@ def hidden_activations(model, image: np.ndarray) -> list[dict[str, Any]]:
     """
     outputs = model.forward_all(images_to_inputs(image[None], model.input_shape))
     result = []
-    for index, name in _hidden(model):
+    for index, name in hidden_layers(model):
         values = outputs[index + 1][0]  # forward_all's first entry is the input
         kind = "units"
         if values.size > MAX_ACTIVATION_VALUES and values.ndim > 1:
@@ -365,8 +330,6 @@ def create_app(model: str | os.PathLike | Any, *, max_upload_bytes: int = MAX_UP
         payload, digits = await parse_predict_request(request, max_upload_bytes)
         result = await run_in_threadpool(predict_payload, app.state.loaded, payload, digits)
         return JSONResponse(result)
-
-    from digitnet.web.training import install_training
 
     install_training(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

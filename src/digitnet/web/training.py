@@ -2,10 +2,9 @@
 
 The page's Train tab sends a small configuration (hidden sizes, activation, optimizer, learning
 rate, batch size, epochs, number of training images); a thread trains exactly as ``digitnet train``
-does (:class:`~digitnet.config.TrainConfig` -> ``build_model`` / ``build_loss`` /
-``build_optimizer`` / ``build_schedule``, :func:`~digitnet.config.seed_generators`, the first N
-MNIST training images, a stratified validation split, :class:`~digitnet.train.Trainer`), and a
-callback publishes what the page draws:
+does (a :class:`~digitnet.config.TrainConfig`, the first N MNIST training images, a stratified
+validation split, :func:`~digitnet.training.build_trainer`), and a callback publishes what the
+page draws:
 
 - every ~1/25 epoch a point ``(progress in epochs, mean loss and accuracy of the batches since the
   last point, learning rate)``;
@@ -56,7 +55,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from digitnet.errors import ConfigError, DigitnetError, TrainingInterrupted
-from digitnet.train import Callback
+from digitnet.training import Callback
+from digitnet.web.model_info import model_info
 
 logger = logging.getLogger("digitnet.web.training")
 
@@ -218,7 +218,7 @@ _MNIST_LOCK = threading.Lock()
 
 
 def _mnist(split: str, data_dir: str | None):
-    """MNIST ``split``, loaded once per process (decompressing 60,000 images takes about a second)."""
+    """MNIST ``split``, loaded once per process (decompressing 60,000 images is slow enough to notice)."""
     from digitnet.data.datasets import load_dataset
 
     with _MNIST_LOCK:
@@ -349,12 +349,19 @@ class TrainingManager:
         on_model: called with a :class:`~digitnet.io.LoadedModel` of the trained network when a job
             ends after at least one batch (the app swaps it in for the Draw tab).
         data_dir: folder with the MNIST files (default: the usual search, ``$DIGITNET_DATA`` first).
+        kernels: "fast" or "reference" for every job (see :func:`~digitnet.training.build_trainer`).
     """
 
-    def __init__(self, on_model: Callable[[Any], None] | None = None, data_dir: str | None = None) -> None:
+    def __init__(self, on_model: Callable[[Any], None] | None = None, data_dir: str | None = None,
+                 kernels: str | None = None) -> None:
+        if kernels is not None:
+            from digitnet.kernels import resolve
+
+            resolve(kernels)  # a bad choice fails when the server starts, not in a job
         self.lock = threading.Lock()
         self.on_model = on_model
         self.data_dir = data_dir
+        self.kernels = kernels
         self.job: Job | None = None
         self.thread: threading.Thread | None = None
         self.last_model = None
@@ -473,15 +480,15 @@ class TrainingManager:
                 setattr(job, name, value)
 
     def _run(self, job: Job) -> None:
-        from digitnet.config import build_loss, build_model, build_optimizer, build_schedule, seed_generators
-        from digitnet.train import Trainer
+        from digitnet.config import seed_generators
+        from digitnet.training import build_trainer
 
         config = job.config
         model = trainer = loss_fn = None
         outcome = ("failed", "training failed")
         try:
             with _one_blas_thread():
-                # the same steps and generators as digitnet.runs.run_training
+                # the data and generators of digitnet.runs.run_training: first N images, stratified split
                 rngs = seed_generators(config.seed)
                 train = self._dataset("train").head(config.limit_train)
                 val = None
@@ -489,13 +496,10 @@ class TrainingManager:
                     from digitnet.data.split import train_val_split
 
                     train, val = train_val_split(train, config.val_split, rngs["split"], stratified=True)
-                model = build_model(config, rngs["init"], rngs["dropout"])
-                loss_fn = build_loss(config)
-                trainer = Trainer(model, loss_fn, build_optimizer(config), train, val, epochs=config.epochs,
-                                  batch_size=config.batch_size or None, rng=rngs["data"],
-                                  schedule=build_schedule(config), callbacks=[_Publisher(self, job)],
-                                  clip_norm=config.clip_norm, on_divergence=config.on_divergence,
-                                  record_grad_norms=False, log=lambda message: logger.info("%s", message))
+                trainer = build_trainer(config, train, val, kernels=self.kernels, callbacks=[_Publisher(self, job)],
+                                        log=lambda message: logger.info("%s", message), rngs=rngs)
+                trainer.record_grad_norms = False   # no one looks at them here
+                model, loss_fn = trainer.model, trainer.loss_fn
                 with self.lock:
                     job.trainer = trainer
                     trainer.lr_scale = job.lr_scale
@@ -529,7 +533,7 @@ class TrainingManager:
         try:
             if state != "failed" and trainer is not None and trainer.optimizer.steps > 0:
                 from digitnet.io import LoadedModel, model_metadata
-                from digitnet.train import evaluate
+                from digitnet.training import evaluate
 
                 test = self._dataset("test")
                 test_loss, test_accuracy = evaluate(model, loss_fn, test)
@@ -586,14 +590,12 @@ class TrainingManager:
 # ----------------------------------------------------------------------------------------------
 # Routes
 # ----------------------------------------------------------------------------------------------
-def install_training(app, data_dir: str | None = None) -> TrainingManager:
+def install_training(app, data_dir: str | None = None, kernels: str | None = None) -> TrainingManager:
     """Add the live-training routes to ``app`` (a FastAPI app from ``create_app``); returns the manager.
 
     When a job ends, ``app.state.loaded`` and ``app.state.info`` are replaced (under
     ``app.state.model_lock``) by the freshly trained model, so the Draw tab and ``/api/model`` use it.
     """
-    from digitnet.web.server import model_info
-
     app.state.model_lock = getattr(app.state, "model_lock", None) or threading.Lock()
 
     def swap(loaded) -> None:
@@ -602,7 +604,7 @@ def install_training(app, data_dir: str | None = None) -> TrainingManager:
             app.state.loaded = loaded
             app.state.info = info
 
-    manager = TrainingManager(on_model=swap, data_dir=data_dir)
+    manager = TrainingManager(on_model=swap, data_dir=data_dir, kernels=kernels)
     app.state.training = manager
     router = APIRouter(prefix="/api/train", tags=["live training"])
 

@@ -1,28 +1,16 @@
-import io
+"""The training loop (digitnet.training.loop): learning, reproducibility, resume, divergence."""
+
+import contextlib
 
 import numpy as np
 import pytest
 
-from digitnet.data.dataset import Dataset
-from digitnet.errors import ConfigError, DivergenceError, TrainingInterrupted
+from digitnet.errors import DivergenceError, TrainingInterrupted
 from digitnet.nn import SGD, Adam, SoftmaxCrossEntropy
-from digitnet.nn.model import Sequential
+from digitnet.nn.sequential import Sequential
 from digitnet.nn.schedules import Schedule
-from digitnet.train import Checkpoint, EarlyStopping, History, LambdaCallback, ProgressBar, Trainer, evaluate, fit
-
-
-def blobs(n=600, seed=0):
-    """Three well-separated classes of 28x28 uint8 'images': a bright square in a class-specific corner."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 3, size=n).astype(np.uint8)
-    images = rng.integers(0, 40, size=(n, 28, 28)).astype(np.uint8)
-    for cls, (r, c) in enumerate([(2, 2), (2, 18), (18, 10)]):
-        images[labels == cls, r:r + 8, c:c + 8] = 230
-    return Dataset(images, labels, classes=["a", "b", "c"], name="blobs")
-
-
-def small_model(seed=0, dropout=0.0):
-    return Sequential.from_spec("784-16-3", dropout=dropout, rng=np.random.default_rng(seed))
+from digitnet.training import LambdaCallback, Trainer, evaluate, fit
+from tests.training.support import blobs, small_model
 
 
 def test_fit_learns_separable_data_and_loss_falls():
@@ -97,52 +85,6 @@ def test_stop_mid_epoch_then_resume_is_bit_identical(tmp_path):
     assert history.train_loss == trainer.history.train_loss
 
 
-def test_early_stopping_stops_and_restores_the_best_weights():
-    data = blobs(200)
-    val = blobs(100, seed=1)
-    model = small_model()
-    seen = []
-    stopper = EarlyStopping(patience=2)
-
-    # a learning rate that grows each epoch makes validation loss go up after a while
-    def bump(t, epoch, logs):
-        seen.append(logs["val_loss"])
-        t.base_lr *= 30
-
-    trainer = Trainer(model, SoftmaxCrossEntropy(), SGD(0.05), data, val, epochs=30, batch_size=20,
-                      rng=np.random.default_rng(0), callbacks=[stopper, LambdaCallback(on_epoch_end=bump)],
-                      log=lambda m: None)
-    trainer.run()
-    assert len(trainer.history) < 30
-    assert stopper.best_loss == pytest.approx(min(seen))
-    loss, _ = evaluate(model, SoftmaxCrossEntropy(), val)
-    assert loss == pytest.approx(min(seen), rel=1e-5)
-
-
-def test_early_stopping_without_validation_is_a_config_error():
-    with pytest.raises(ConfigError, match="validation"):
-        fit(small_model(), SoftmaxCrossEntropy(), SGD(0.1), blobs(50), epochs=2, batch_size=10,
-            rng=np.random.default_rng(0), callbacks=[EarlyStopping()])
-
-
-def test_checkpoint_callback_writes_every_n_epochs(tmp_path):
-    from digitnet.io import load_model
-
-    path = tmp_path / "c.safetensors"
-    written = []
-
-    class Spy(Checkpoint):
-        def on_epoch_end(self, trainer, epoch, logs):
-            before = path.exists() and path.stat().st_mtime_ns
-            super().on_epoch_end(trainer, epoch, logs)
-            written.append(path.exists() and path.stat().st_mtime_ns != before)
-
-    fit(small_model(), SoftmaxCrossEntropy(), SGD(0.1), blobs(60), epochs=4, batch_size=30,
-        rng=np.random.default_rng(0), callbacks=[Spy(path, every=2)])
-    assert written == [False, True, False, True]
-    assert load_model(path, what="checkpoint").metadata["checkpoint"]["epoch"] == 4
-
-
 def test_nan_loss_raises_divergence_error_with_advice():
     data = blobs(100)
     with pytest.raises(DivergenceError, match="learning rate") as info:
@@ -156,21 +98,6 @@ def test_grad_norms_are_recorded_per_parameter_and_positive():
                   rng=np.random.default_rng(0))
     assert set(history.grad_norms) == {"layers.0.weights", "layers.0.bias", "layers.2.weights", "layers.2.bias"}
     assert all(len(v) == 2 and all(x > 0 for x in v) for v in history.grad_norms.values())
-
-
-def test_history_round_trip(tmp_path):
-    history = fit(small_model(), SoftmaxCrossEntropy(), SGD(0.1), blobs(60), blobs(30, 2), epochs=2,
-                  batch_size=30, rng=np.random.default_rng(0))
-    history.save(tmp_path / "h.json")
-    assert History.load(tmp_path / "h.json") == history
-
-
-def test_progress_off_a_tty_prints_one_line_per_epoch():
-    stream = io.StringIO()
-    fit(small_model(), SoftmaxCrossEntropy(), SGD(0.1), blobs(60), epochs=3, batch_size=30,
-        rng=np.random.default_rng(0), callbacks=[ProgressBar(stream=stream, tty=False)])
-    lines = stream.getvalue().splitlines()
-    assert len(lines) == 3 and lines[0].startswith("epoch 1/3: loss ")
 
 
 def test_float_features_are_accepted_without_rescaling():
@@ -193,26 +120,40 @@ def test_real_mnist_subset_reaches_an_accuracy_floor(mnist_train, mnist_test):
     assert acc > 0.90
 
 
-def test_small_networks_train_with_one_blas_thread_large_ones_with_the_default():
-    import os
+def test_gradients_are_fetched_after_every_backward():
+    """A layer may hand back new gradient arrays in each backward: clipping, the recorded norms and
+    the optimizer must all use those, never pairs kept from an earlier step."""
+    def train(rebind: bool):
+        model = small_model(seed=2)
+        for layer in model.layers if rebind else []:
+            if layer.params:
+                def backward(grad_out, layer=layer, original=layer.backward):
+                    grad_in = original(grad_out)
+                    for key, grad in layer.grads.items():
+                        layer.grads[key] = grad.copy()   # the arrays of the last step are stale now
+                    return grad_in
+                layer.backward = backward
+        history = fit(model, SoftmaxCrossEntropy(), SGD(0.1, momentum=0.9), blobs(120), epochs=2, batch_size=20,
+                      rng=np.random.default_rng(0), clip_norm=0.5)
+        return model.state_dict(), history
 
-    from digitnet.nn.conv import Conv2D
-    from digitnet.nn.layers import Dense, Flatten
-    from digitnet.nn.pooling import MaxPool2D
-    from digitnet.train import SMALL_MATMUL_FLOPS, blas_threads_for, largest_matmul_flops
+    (w1, h1), (w2, h2) = train(rebind=False), train(rebind=True)
+    assert all(np.array_equal(w1[k], w2[k]) for k in w1)
+    assert h1.grad_norms == h2.grad_norms and h1.train_loss == h2.train_loss
 
-    small = Sequential.from_spec("784-128-64-10")
-    assert largest_matmul_flops(small, 128) == 2 * 128 * 784 * 128          # x @ W of the first layer
-    cnn = Sequential([Conv2D(1, 8, 3, padding=1), MaxPool2D(2), Flatten(), Dense(8 * 14 * 14, 10)],
-                     input_shape=(1, 28, 28))
-    assert largest_matmul_flops(cnn, 4) == max(2 * 4 * 8 * 9 * 28 * 28, 2 * 4 * 8 * 14 * 14 * 10)
-    assert largest_matmul_flops(Sequential.from_spec("784-800-10"), 128) >= SMALL_MATMUL_FLOPS
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    if "OPENBLAS_NUM_THREADS" in os.environ or "OMP_NUM_THREADS" in os.environ:
-        pytest.skip("an explicit BLAS thread count in the environment wins")
-    with blas_threads_for(small, 128):
-        assert all(info["num_threads"] == 1 for info in threadpoolctl.threadpool_info()
-                   if info["user_api"] == "blas")
-    before = [info["num_threads"] for info in threadpoolctl.threadpool_info()]
-    with blas_threads_for(Sequential.from_spec("784-800-10"), 128):
-        assert [info["num_threads"] for info in threadpoolctl.threadpool_info()] == before
+
+def test_epoch_context_is_entered_around_every_epoch():
+    events = []
+
+    @contextlib.contextmanager
+    def context():
+        events.append("enter")
+        yield
+        events.append("exit")
+
+    record = LambdaCallback(on_epoch_begin=lambda t, e: events.append(f"epoch {e}"),
+                            on_epoch_end=lambda t, e, logs: events.append(f"end {e}"))
+    fit(small_model(), SoftmaxCrossEntropy(), SGD(0.1), blobs(40), epochs=2, batch_size=20,
+        rng=np.random.default_rng(0), callbacks=[record], epoch_context=context)
+    assert events == ["enter", "epoch 0", "end 0", "exit", "enter", "epoch 1", "end 1", "exit"]
+

@@ -1,0 +1,32 @@
+"""The BLAS thread rule (digitnet.kernels.threads): one thread for small networks only."""
+
+import os
+
+import pytest
+
+from digitnet.kernels.threads import SMALL_MATMUL_FLOPS, blas_threads_for, largest_matmul_flops
+from digitnet.nn.conv import Conv2D
+from digitnet.nn import Dense, Flatten
+from digitnet.nn.sequential import Sequential
+from digitnet.nn.pooling import MaxPool2D
+
+
+def test_largest_matmul_of_a_step():
+    small = Sequential.from_spec("784-128-64-10")
+    assert largest_matmul_flops(small, 128) == 2 * 128 * 784 * 128          # x @ W of the first layer
+    cnn = Sequential([Conv2D(1, 8, 3, padding=1), MaxPool2D(2), Flatten(), Dense(8 * 14 * 14, 10)],
+                     input_shape=(1, 28, 28))
+    assert largest_matmul_flops(cnn, 4) == max(2 * 4 * 8 * 9 * 28 * 28, 2 * 4 * 8 * 14 * 14 * 10)
+    assert largest_matmul_flops(Sequential.from_spec("784-800-10"), 128) >= SMALL_MATMUL_FLOPS
+
+
+def test_small_networks_train_with_one_blas_thread_large_ones_with_the_default():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if "OPENBLAS_NUM_THREADS" in os.environ or "OMP_NUM_THREADS" in os.environ:
+        pytest.skip("an explicit BLAS thread count in the environment wins")
+    with blas_threads_for(Sequential.from_spec("784-128-64-10"), 128):
+        assert all(info["num_threads"] == 1 for info in threadpoolctl.threadpool_info()
+                   if info["user_api"] == "blas")
+    before = [info["num_threads"] for info in threadpoolctl.threadpool_info()]
+    with blas_threads_for(Sequential.from_spec("784-800-10"), 128):
+        assert [info["num_threads"] for info in threadpoolctl.threadpool_info()] == before
