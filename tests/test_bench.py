@@ -25,6 +25,7 @@ from digitnet.cli import main as cli_main
 from digitnet.cli.cmd_bench import main
 from digitnet.data.dataset import Dataset
 from digitnet.errors import ConfigError
+from digitnet.nn import SGD
 from tests.conftest import require_module
 
 STATS = {"seconds", "median", "p10", "min", "gflops"}
@@ -98,8 +99,9 @@ def test_digitnet_side_starts_from_the_shared_weights_and_order_with_the_benchma
     shared = build_digitnet_model(config).state_dict()
     assert all(np.array_equal(value, shared[key]) for key, value in run.model.state_dict().items())
     optimizer = run.trainer.optimizer
-    assert (type(optimizer).__name__, optimizer.lr, optimizer.momentum, optimizer.nesterov, optimizer.weight_decay) \
-        == ("SGD", config.lr, config.momentum, config.nesterov, 0.0)
+    assert isinstance(optimizer, SGD)             # its kernel, FastSGD, by default
+    assert (optimizer.lr, optimizer.momentum, optimizer.nesterov, optimizer.weight_decay) \
+        == (config.lr, config.momentum, config.nesterov, 0.0)
     assert run.trainer.batch_size == config.batch_size and run.trainer.augment is None
     assert np.array_equal(run.trainer.rng.permutation(300), data_rng().permutation(300))
 

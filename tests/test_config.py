@@ -33,7 +33,7 @@ def test_seed_presets_match_the_projects_they_reproduce():
 def test_unknown_preset_and_bad_values_raise_config_error():
     with pytest.raises(ConfigError, match="unknown preset"):
         load_preset("nope")
-    with pytest.raises(ConfigError, match="learning rate"):
+    with pytest.raises(ConfigError, match="lr must be > 0"):
         TrainConfig().replace(lr=-1.0)
     with pytest.raises(ConfigError, match="dropout"):
         TrainConfig().replace(dropout=1.5)

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from digitnet.nn.losses import SoftmaxCrossEntropy
-from digitnet.nn.sequential import Sequential
 from digitnet.nn.optim import SGD
+from digitnet.nn.sequential import Sequential
 
 
 def load_floor_module():

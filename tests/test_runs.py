@@ -47,8 +47,8 @@ def test_a_bad_setting_fails_before_any_data_is_loaded(tmp_path):
     nowhere = str(tmp_path / "no-data")
     with pytest.raises(ConfigError, match="784-x-10"):
         run_training(TrainConfig(arch="784-x-10", data_dir=nowhere), out, quiet=True, log=lambda m: None)
-    with pytest.raises(ConfigError, match="unknown optimizer"):
-        run_training(TrainConfig(optimizer="rmsprop", data_dir=nowhere), out, quiet=True, log=lambda m: None)
+    with pytest.raises(ConfigError, match="unknown optimizer 'lion'"):
+        run_training(TrainConfig(optimizer="lion", data_dir=nowhere), out, quiet=True, log=lambda m: None)
     with pytest.raises(ConfigError, match="unknown kernels 'bogus'"):
         run_training(TrainConfig(data_dir=nowhere), out, quiet=True, log=lambda m: None, kernels="bogus")
     assert not out.exists()

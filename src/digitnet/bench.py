@@ -236,9 +236,9 @@ def data_rng() -> np.random.Generator:
 
 def torch_model_from(model, torch):
     """The identical network in PyTorch, with a copy of ``model``'s current weights."""
+    from digitnet.nn import Dense, Flatten
     from digitnet.nn.activations import ReLU
     from digitnet.nn.conv import Conv2D
-    from digitnet.nn import Dense, Flatten
     from digitnet.nn.pooling import MaxPool2D
 
     nn = torch.nn
@@ -392,8 +392,8 @@ def matmul_plan(model, batch: int, rng: np.random.Generator) -> list[tuple[np.nd
     for the first layer, ``g_mat.T @ W_mat`` (the input gradient, before col2im).
     Operands are random float32 in the layouts these products have in a training step.
     """
-    from digitnet.nn.conv import Conv2D
     from digitnet.nn import Dense
+    from digitnet.nn.conv import Conv2D
 
     def rand(*shape):
         return rng.standard_normal(shape, dtype=np.float32)

@@ -5,10 +5,10 @@ import os
 import pytest
 
 from digitnet.kernels.threads import SMALL_MATMUL_FLOPS, blas_threads_for, largest_matmul_flops
-from digitnet.nn.conv import Conv2D
 from digitnet.nn import Dense, Flatten
-from digitnet.nn.sequential import Sequential
+from digitnet.nn.conv import Conv2D
 from digitnet.nn.pooling import MaxPool2D
+from digitnet.nn.sequential import Sequential
 
 
 def test_largest_matmul_of_a_step():

@@ -7,6 +7,7 @@ import digitnet.kernels
 from digitnet.config import TrainConfig, build_loss, build_model, build_optimizer, build_schedule, seed_generators
 from digitnet.errors import ConfigError
 from digitnet.kernels import resolve
+from digitnet.kernels.threads import blas_threads_for
 from digitnet.nn.sequential import Sequential
 from digitnet.training import Trainer, build_trainer
 from tests.training.support import blobs
@@ -41,13 +42,15 @@ def spy_speed_up(monkeypatch):
 def test_build_trainer_trains_as_the_config_says(no_speed_up):
     data = blobs(200)
     trainer = build_trainer(CONFIG, data, kernels="reference", log=lambda m: None)
-    assert (trainer.epochs, trainer.batch_size, trainer.epoch_context) == (2, 32, None)
+    assert (trainer.epochs, trainer.batch_size) == (2, 32)
+    assert trainer.epoch_context is not None             # the BLAS thread rule applies to both kernels
     trainer.run()
-    # the same run wired by hand from the config's builders
+    # the same run wired by hand from the config's builders, with the same thread rule
     rngs = seed_generators(CONFIG.seed)
     model = build_model(CONFIG, rngs["init"], rngs["dropout"])
     Trainer(model, build_loss(CONFIG), build_optimizer(CONFIG), data, epochs=2, batch_size=32, rng=rngs["data"],
-            schedule=build_schedule(CONFIG), log=lambda m: None).run()
+            schedule=build_schedule(CONFIG), log=lambda m: None,
+            epoch_context=lambda: blas_threads_for(model, 32)).run()
     ours, theirs = trainer.model.state_dict(), model.state_dict()
     assert all(np.array_equal(ours[k], theirs[k]) for k in ours)
 
@@ -68,14 +71,14 @@ def test_reference_kernels_do_not_call_speed_up(no_speed_up):
 def test_the_environment_variable_chooses_when_no_argument_does(monkeypatch, no_speed_up):
     monkeypatch.setenv("DIGITNET_KERNELS", "reference")
     assert resolve() == "reference" and resolve("fast") == "fast"
-    assert build_trainer(CONFIG, blobs(64), log=lambda m: None).epoch_context is None
+    build_trainer(CONFIG, blobs(64), log=lambda m: None).run()          # no_speed_up: it would fail if called
     monkeypatch.delenv("DIGITNET_KERNELS")
     assert resolve() == "fast"
 
 
 @pytest.mark.parametrize(("kernels", "env", "message"), [
     ("bogus", None, "unknown kernels 'bogus': choose fast or reference"),
-    ("Fast", None, "unknown kernels 'Fast'"),
+    ("quick", None, "unknown kernels 'quick'"),
     (None, "gpu", r"unknown kernels 'gpu' \(from \$DIGITNET_KERNELS\): choose fast or reference"),
 ])
 def test_an_unknown_choice_is_a_config_error(kernels, env, message, monkeypatch):

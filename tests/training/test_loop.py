@@ -7,8 +7,8 @@ import pytest
 
 from digitnet.errors import DivergenceError, TrainingInterrupted
 from digitnet.nn import SGD, Adam, SoftmaxCrossEntropy
-from digitnet.nn.sequential import Sequential
 from digitnet.nn.schedules import Schedule
+from digitnet.nn.sequential import Sequential
 from digitnet.training import LambdaCallback, Trainer, evaluate, fit
 from tests.training.support import blobs, small_model
 

@@ -54,8 +54,8 @@ def trained_model():
     """``(model, test accuracy on 2,000 test images)`` of the small test MLP, trained once."""
     from digitnet.data.batches import images_to_inputs
     from digitnet.nn.losses import SoftmaxCrossEntropy
-    from digitnet.nn.sequential import Sequential
     from digitnet.nn.optim import SGD
+    from digitnet.nn.sequential import Sequential
     from digitnet.training import fit
 
     images, labels = mnist_split("train")

@@ -17,7 +17,8 @@ also the ``train-images.idx3-ubyte`` spelling); a raw file is preferred when bot
 Checksums: every load verifies the sha256 of each file's decompressed bytes against the published
 value. The digest is computed from the buffer the reader has already filled, so it adds one SHA-256
 pass and no I/O, less than the gunzip itself. That is cheap enough to do always, which is sounder
-than a stamp file that can go stale (a file replaced with the same size and mtime, a read-only DIGITNET_DATA we cannot stamp).
+than a stamp file that can go stale (a file replaced with the same size and mtime, a read-only
+DIGITNET_DATA we cannot stamp).
 ``verify=False`` skips it (the IDX reader still checks the header against the data length).
 A file in our own cache that fails is deleted and downloaded again; a file anywhere else is the
 user's, so it is reported (DataError) and never touched.

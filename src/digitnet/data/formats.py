@@ -20,8 +20,9 @@ CSV layouts (784 = 28x28 pixels, 0-255, row by row):
 * ``mnist_train.csv`` / ``mnist_test.csv`` (no header): label + 784 pixels per line.
 * A headerless file of 784 columns is read as unlabeled pixels.
 
-Parsing uses NumPy's C ``loadtxt`` straight into uint8. It is fast but its error messages are vague and its row numbers skip blank lines, so on
-any problem a second, careful pass finds the first bad line and says exactly what is wrong.
+Parsing uses NumPy's C ``loadtxt`` straight into uint8. It is fast but its error messages are vague
+and its row numbers skip blank lines, so on any problem a second, careful pass finds the first bad
+line and says exactly what is wrong.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ def resolve(kernels: str | None = None) -> str:
     if kernels is None:
         kernels = os.environ.get(ENV_VAR) or "fast"   # an empty variable counts as unset
         where = f" (from ${ENV_VAR})" if os.environ.get(ENV_VAR) else ""
+    kernels = str(kernels).strip().lower()
     if kernels not in CHOICES:
         raise ConfigError(f"unknown kernels {kernels!r}{where}: choose fast or reference")
     return kernels

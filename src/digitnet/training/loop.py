@@ -31,9 +31,9 @@ from digitnet.data.batches import SCALE
 from digitnet.data.dataset import Dataset
 from digitnet.errors import ConfigError, DivergenceError, TrainingInterrupted
 from digitnet.nn.losses import Loss
-from digitnet.nn.sequential import Sequential
 from digitnet.nn.optim import Optimizer, clip_grad_norm
 from digitnet.nn.schedules import Schedule
+from digitnet.nn.sequential import Sequential
 from digitnet.training import checkpoint
 from digitnet.training.callbacks import Callback
 from digitnet.training.history import History

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from digitnet import __version__
-
-_HIDDEN_ACTIVATIONS = ("ReLU", "LeakyReLU", "Sigmoid", "Tanh")
+from digitnet.nn.activations import Activation
+from digitnet.nn.registry import entry_of
 
 
 def model_info(loaded) -> dict[str, Any]:
@@ -24,7 +24,7 @@ def model_info(loaded) -> dict[str, Any]:
         "classes": list(loaded.classes),
         "input_shape": list(model.input_shape),
         "num_params": int(model.num_params()),
-        "layers": [{"index": i, "description": repr(layer), "type": type(layer).__name__,
+        "layers": [{"index": i, "description": repr(layer), "type": layer.layer_type,
                     "output_shape": list(shape), "params": int(layer.num_params())}
                    for i, (layer, shape) in enumerate(zip(model.layers, shapes, strict=True))],
         "hidden_layers": [{"index": i, "name": name, "shape": list(shapes[i])} for i, name in hidden_layers(model)],
@@ -38,12 +38,13 @@ def model_info(loaded) -> dict[str, Any]:
 def hidden_layers(model) -> list[tuple[int, str]]:
     """``(layer index, name)`` of the layers whose outputs are the hidden representations.
 
-    The output of each hidden activation (ReLU, ...); for a model without any, each layer with
-    parameters but the last.
+    The output of each hidden activation (any registered one usable in a hidden layer: ReLU, GELU,
+    ...); for a model without any, each layer with parameters but the last.
     """
     layers = model.layers
-    picked = [i for i, layer in enumerate(layers[:-1]) if type(layer).__name__ in _HIDDEN_ACTIVATIONS]
+    picked = [i for i, layer in enumerate(layers[:-1])
+              if isinstance(layer, Activation) and "hidden" in entry_of(layer).tags]
     if not picked:
         with_params = [i for i, layer in enumerate(layers) if layer.params]
         picked = with_params[:-1]
-    return [(i, f"Hidden layer {k + 1} · {type(layers[i]).__name__}") for k, i in enumerate(picked)]
+    return [(i, f"Hidden layer {k + 1} · {layers[i].layer_type}") for k, i in enumerate(picked)]
