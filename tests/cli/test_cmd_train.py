@@ -104,3 +104,33 @@ def test_reference_kernels_train_without_speed_up(how, mnist_path, tmp_path, mon
     assert code == 0, capsys.readouterr().err
     assert "kernels" not in json.loads((tmp_path / "r" / "config.json").read_text())
 
+
+
+def test_every_registered_choice_is_offered_by_train_help():
+    """The flags' choices come from the registry: a new activation or optimizer appears without a CLI edit."""
+    from digitnet.nn.registry import names
+
+    text = " ".join(run_cli("train", "--help").stdout.split())
+    for kind, tag, flag in (("activation", "hidden", "--activation"), ("optimizer", None, "--optimizer"),
+                            ("loss", None, "--loss"), ("schedule", None, "--schedule"), ("initializer", None, "--init")):
+        offered = text.split(f"{flag} {{", 1)[1].split("}", 1)[0].split(",")
+        assert offered == names(kind, tag), flag
+    assert "gelu: y = 0.5 * x * (1 + tanh(u))" in text and "rmsprop: v = alpha * v" in text
+
+
+@pytest.mark.slow
+def test_gelu_rmsprop_and_summed_loss_train_from_the_command_line(mnist_path, tmp_path):
+    result = run_cli("train", "--arch", "784-32-10", "--activation", "gelu", "--optimizer", "rmsprop", "--lr", "0.001",
+                     "--loss-reduction", "sum", "--epochs", "1", "--limit-train", "3000", "--no-progress",
+                     "--out", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    loaded = load_model(tmp_path / "run")
+    assert [layer.layer_type for layer in loaded.model.layers] == ["Dense", "GELU", "Dense"]
+    assert (loaded.training["optimizer"], loaded.training["loss_reduction"]) == ("rmsprop", "sum")
+    assert loaded.metrics["test_accuracy"] > 0.8
+
+
+def test_bad_registry_choices_are_one_line_errors():
+    result = run_cli("train", "--activation", "swish")
+    assert result.returncode == 2 and "invalid choice: 'swish'" in result.stderr and "gelu" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -19,8 +19,22 @@ _FIELDS = {
     "warmup": "warmup_epochs", "clip_norm": "clip_norm", "val_split": "val_split", "seed": "seed",
     "dataset": "dataset", "data_dir": "data_dir", "limit_train": "limit_train",
     "early_stopping": "early_stopping", "checkpoint_every": "checkpoint_every",
-    "on_divergence": "on_divergence",
+    "on_divergence": "on_divergence", "loss_reduction": "loss_reduction",
 }
+
+
+def choices(field: str) -> list[str]:
+    """The allowed values of a TrainConfig field, from its one constraint (names come from the registry)."""
+    from digitnet.config import CONSTRAINTS
+
+    return list(CONSTRAINTS[field].allowed())
+
+
+def formulas(kind: str, tag: str | None = None) -> str:
+    """``name: formula`` for every registered ``kind``, one per line, for the help's epilog."""
+    from digitnet.nn.registry import entries
+
+    return "\n".join(f"  {e.name}: {e.formula}" for e in entries(kind, tag))
 
 
 def register(subparsers) -> None:
@@ -32,26 +46,30 @@ def register(subparsers) -> None:
         description="Train a network and write RUN_DIR with model.safetensors, history.json and "
         "config.json. Start from a preset and override any setting with a flag. With no "
         f"arguments it trains the '{DEFAULT_PRESET}' preset and prints the test accuracy.",
-        epilog="presets:\n" + preset_help(),
+        epilog="presets:\n" + preset_help() + "\n\nhidden activations:\n" + formulas("activation", "hidden")
+        + "\n\noptimizers:\n" + formulas("optimizer"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p = parser.add_argument
     p("--preset", metavar="NAME", help=f"start from a named preset (default: {DEFAULT_PRESET} unless "
       "--arch is given; see the list below)")
     p("--arch", metavar="SIZES", help="layer sizes of an MLP, e.g. 784-128-64-10")
-    p("--activation", choices=["relu", "leaky_relu", "sigmoid", "tanh"], help="hidden activation")
-    p("--init", choices=["he", "xavier", "lecun"], help="weight initialisation (default: he for "
-      "ReLU, xavier for sigmoid/tanh)")
+    p("--activation", choices=choices("activation"), help="hidden activation (formulas below)")
+    p("--init", choices=choices("init"), help="weight initialisation (default: the activation's own: he "
+      "for the ReLU family and GELU, xavier for sigmoid/tanh)")
     p("--dropout", type=fraction, metavar="P", help="dropout rate after each hidden layer, in [0, 1)")
-    p("--loss", choices=["cross_entropy", "mse"], help="loss function")
+    p("--loss", choices=choices("loss"), help="loss function")
+    p("--loss-reduction", choices=choices("loss_reduction"),
+      help="mean (default): average the batch's losses; sum: add them up, so gradients are B times larger "
+      "(SGD on the sum at lr equals the mean at lr * B)")
     p("--label-smoothing", type=fraction, metavar="EPS", help="label smoothing for cross-entropy")
-    p("--optimizer", choices=["sgd", "momentum", "nesterov", "adam", "adamw"], help="optimizer")
+    p("--optimizer", choices=choices("optimizer"), help="optimizer (formulas below)")
     p("--lr", type=positive_float, metavar="RATE", help="(peak) learning rate")
     p("--momentum", type=fraction, metavar="M", help="momentum for sgd/momentum/nesterov")
     p("--l2", type=non_negative_float, metavar="WD", help="L2 penalty / weight decay on weight matrices")
     p("--epochs", type=positive_int, metavar="N", help="passes over the training set")
     p("--batch-size", type=int, metavar="B", help="samples per step; 0 = full batch")
-    p("--schedule", choices=["constant", "step", "exponential", "cosine"], help="learning-rate schedule")
+    p("--schedule", choices=choices("schedule"), help="learning-rate schedule")
     p("--warmup", type=non_negative_float, metavar="EPOCHS", help="linear learning-rate warm-up, in epochs")
     p("--clip-norm", type=non_negative_float, metavar="N", help="clip the global gradient norm (0 = off)")
     p("--val-split", type=fraction, metavar="F", help="fraction of training images held out for validation")
@@ -63,7 +81,7 @@ def register(subparsers) -> None:
     p("--limit-train", type=positive_int, metavar="N", help="train on the first N training images only")
     p("--checkpoint-every", type=positive_int, metavar="N",
       help="write a resumable checkpoint every N epochs")
-    p("--on-divergence", choices=["stop", "reduce-lr"],
+    p("--on-divergence", choices=choices("on_divergence"),
       help="on a NaN/inf loss: stop (exit 3) or restore the epoch start and divide the lr by 10")
     p("--out", metavar="RUN_DIR", help="run directory (default: runs/<preset>-<date>-<time>)")
     p("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
