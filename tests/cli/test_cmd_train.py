@@ -111,8 +111,9 @@ def test_every_registered_choice_is_offered_by_train_help():
     from digitnet.nn.registry import names
 
     text = " ".join(run_cli("train", "--help").stdout.split())
-    for kind, tag, flag in (("activation", "hidden", "--activation"), ("optimizer", None, "--optimizer"),
-                            ("loss", None, "--loss"), ("schedule", None, "--schedule"), ("initializer", None, "--init")):
+    flags = (("activation", "hidden", "--activation"), ("optimizer", None, "--optimizer"), ("loss", None, "--loss"),
+             ("schedule", None, "--schedule"), ("initializer", None, "--init"))
+    for kind, tag, flag in flags:
         offered = text.split(f"{flag} {{", 1)[1].split("}", 1)[0].split(",")
         assert offered == names(kind, tag), flag
     assert "gelu: y = 0.5 * x * (1 + tanh(u))" in text and "rmsprop: v = alpha * v" in text

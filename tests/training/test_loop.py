@@ -157,3 +157,23 @@ def test_epoch_context_is_entered_around_every_epoch():
         rng=np.random.default_rng(0), callbacks=[record], epoch_context=context)
     assert events == ["enter", "epoch 0", "end 0", "exit", "enter", "epoch 1", "end 1", "exit"]
 
+
+
+@pytest.mark.parametrize("loss_name", ["cross_entropy", "mse"])
+def test_a_summed_loss_at_lr_trains_as_the_mean_at_lr_times_b_and_reports_per_image_losses(loss_name):
+    """Issue 20: seed-004's project summed its gradients; SGD on the sum at lr equals the mean at lr * B.
+    The history reports the mean per-image loss either way, so the curves are comparable."""
+    from digitnet.nn import make_loss
+
+    histories, weights = [], []
+    for reduction, lr in (("mean", 0.05 * 32), ("sum", 0.05)):
+        model = small_model(seed=3)
+        history = fit(model, make_loss(loss_name, reduction=reduction), SGD(lr), blobs(256), blobs(64, seed=1),
+                      epochs=2, batch_size=32, rng=np.random.default_rng(0))
+        histories.append(history)
+        weights.append(model.state_dict())
+    for key in weights[0]:
+        np.testing.assert_allclose(weights[1][key], weights[0][key], rtol=1e-4, atol=1e-6, err_msg=key)
+    np.testing.assert_allclose(histories[1].train_loss, histories[0].train_loss, rtol=1e-4)
+    np.testing.assert_allclose(histories[1].val_loss, histories[0].val_loss, rtol=1e-4)
+    assert histories[0].train_loss[-1] < histories[0].train_loss[0]

@@ -51,6 +51,11 @@ class Loss:
         """The factor on the summed per-sample losses: ``1/B`` for the mean, ``1`` for the sum."""
         return 1.0 / batch if self.reduction == "mean" else 1.0
 
+    def per_sample(self, value: float, batch: int) -> float:
+        """The mean per-sample loss of a batch whose :meth:`forward` gave ``value``: what curves and
+        evaluations report, so that they do not depend on the reduction or the batch size."""
+        return value if self.reduction == "mean" else value / max(batch, 1)
+
     def config(self) -> dict[str, Any]:
         return {"name": self.name, **{s.name: getattr(self, s.name) for s in self.registry_entry.settings}}
 

@@ -3,7 +3,7 @@
 One step, for a batch ``x [B, ...]`` with labels ``y [B]``::
 
     outputs = model.forward(x, training=True)        logits [B, K]
-    loss    = loss_fn.forward(outputs, y)             mean over the batch
+    loss    = loss_fn.forward(outputs, y)             the batch's loss (its mean, or its sum)
     model.backward(loss_fn.backward())                dL/d outputs in, every layer's grads out
     pairs   = model.parameters()                      [(param, grad), ...] as backward left them
     optimizer.lr = base rate * schedule(progress)
@@ -40,7 +40,7 @@ from digitnet.training.history import History
 
 #: Gradient norms are recorded on every this-many-th batch (cheap, and plenty for a curve).
 GRAD_NORM_EVERY = 8
-#: A batch loss above this counts as divergence even while it is still finite: with a huge learning
+#: A mean per-image loss above this counts as divergence even while it is still finite: with a huge learning
 #: rate a ReLU network blows up to losses of 1e30 and then "dies" (every unit off) without ever
 #: producing NaN. Healthy cross-entropy starts near ln(10) = 2.3.
 DIVERGED_LOSS = 1e4
@@ -80,7 +80,7 @@ def evaluate(model: Sequential, loss_fn: Loss, data: LabelledData, batch_size: i
         x = _to_inputs(images[start:start + batch_size], model.input_shape)
         y = labels[start:start + batch_size]
         outputs = model.forward(x, training=False)
-        total_loss += loss_fn.forward(outputs, y) * len(y)
+        total_loss += loss_fn.per_sample(loss_fn.forward(outputs, y), len(y)) * len(y)
         correct += int(np.count_nonzero(outputs.argmax(axis=1) == y))
         count += len(y)
     if count == 0:
@@ -274,7 +274,7 @@ class Trainer:
         (``lr``, the previous step's rate, only names the rate in a divergence message)."""
         model = self.model
         outputs = model.forward(x, training=True)
-        loss = self.loss_fn.forward(outputs, y)
+        loss = self.loss_fn.per_sample(self.loss_fn.forward(outputs, y), len(y))    # per image, either reduction
         if not math.isfinite(loss) or loss > DIVERGED_LOSS:
             self._diverged(f"the loss became {loss:.4g}", batch, lr)
         correct = int(np.count_nonzero(outputs.argmax(axis=1) == y))
