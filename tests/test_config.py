@@ -28,6 +28,9 @@ def test_seed_presets_match_the_projects_they_reproduce():
     s4 = load_preset("seed-004")
     assert (s4.arch, s4.activation, s4.loss, s4.init, s4.lr, s4.batch_size, s4.epochs) == (
         "784-128-10", "sigmoid", "mse", "xavier", 0.01, 128, 15)
+    # that project's gradients are summed over the batch (dW = a.T @ dz, no 1/B): issue 20
+    assert (s4.loss_reduction, s0.loss_reduction, s1.loss_reduction, s2.loss_reduction) == ("sum", "mean", "mean",
+                                                                                             "mean")
 
 
 def test_unknown_preset_and_bad_values_raise_config_error():
