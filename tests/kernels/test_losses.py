@@ -100,3 +100,19 @@ def test_the_kernel_keeps_the_reference_settings():
                                                    "reduction": "sum"}
     mse = MeanSquaredError()
     assert fast_twin(mse) is mse                              # no kernel: used as it is
+
+
+def test_the_kernels_label_check_accepts_and_refuses_what_the_reference_does():
+    from digitnet.errors import DataError
+    from digitnet.kernels.losses import check_labels
+    from digitnet.nn.losses import check_batch
+
+    outputs = np.zeros((3, 4), np.float32)
+    for labels in (np.array([0, 3, 2], np.uint8), np.array([0, 3, 2], np.int64), np.zeros(0, np.uint8)):
+        expected = check_batch(outputs[:len(labels)], labels)
+        np.testing.assert_array_equal(check_labels(outputs[:len(labels)], labels), expected)
+    for labels in (np.array([0, 4, 2], np.uint8), np.array([0, -1, 2]), np.array([0, 1], np.uint8)):
+        with pytest.raises(DataError) as reference:
+            check_batch(outputs, labels)
+        with pytest.raises(DataError, match=str(reference.value).replace("[", r"\[")):
+            check_labels(outputs, labels)

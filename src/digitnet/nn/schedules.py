@@ -88,7 +88,9 @@ class Schedule:
                 if not math.isfinite(number):
                     raise ConfigError(f"schedule {field.name} must be finite, got {value!r}")
                 object.__setattr__(self, field.name, number)     # frozen: set once, here
-        object.__setattr__(self, "name", entry("schedule", self.name).name)
+        rule = entry("schedule", self.name)
+        object.__setattr__(self, "name", rule.name)
+        object.__setattr__(self, "_rule", rule.target)              # not a field: looked up once
         if self.base_lr <= 0 or self.epochs <= 0 or self.warmup_epochs < 0 or self.step_size <= 0:
             raise ConfigError("schedule needs base_lr > 0, epochs > 0, warmup >= 0, step_size > 0")
         if self.warmup_epochs > self.epochs:
@@ -112,7 +114,7 @@ class Schedule:
         if self.warmup_epochs > 0 and progress < self.warmup_epochs:
             return self.base_lr * min(max(progress, _WARMUP_FLOOR) / self.warmup_epochs, 1.0)
         e = progress - self.warmup_epochs
-        return entry("schedule", self.name).target(self, e, self.epochs - self.warmup_epochs)
+        return self._rule(self, e, self.epochs - self.warmup_epochs)
 
     def config(self) -> dict[str, Any]:
         """JSON-serialisable fields; ``Schedule.from_config(s.config()) == s``."""

@@ -191,7 +191,7 @@ class Sequential:
 
     def parameters(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """``[(param, grad), ...]``: what an optimizer updates in place (ask again after each backward)."""
-        return [(p, g) for _, p, g in self.named_parameters()]
+        return [(layer.params[key], layer.grads[key]) for layer in self.layers for key in layer.params]
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Every parameter and buffer by name (``layers.{i}.{key}``): what a model file stores."""
