@@ -173,7 +173,7 @@ def test_the_learning_rate_changes_while_it_trains(client):
     status = wait_for(client, lambda s: s["points_total"] >= before + 3, "three more points")
     assert status["lr"] == pytest.approx(0.01)
     assert status["points"][-1]["lr"] == pytest.approx(0.01)
-    for bad in (0, -1, "fast", 100, None):
+    for bad in (0, -1, "fast", "nan", None):
         response = client.post("/api/train/lr", json={"lr": bad})
         assert response.status_code == 422, bad
     assert client.post("/api/train/lr", json={}).status_code == 422
@@ -189,9 +189,13 @@ def test_the_learning_rate_changes_while_it_trains(client):
     ({"epochs": 1000}, "epochs must be between 1 and 100"),
     ({"epochs": 2.5}, "epochs must be a whole number"),
     ({"limit_train": 10}, "limit_train must be between 100 and 60000"),
-    ({"lr": "nan"}, "lr must be between"),
-    ({"optimizer": "rmsprop"}, "optimizer must be one of"),
-    ({"activation": "softmax"}, "activation must be one of"),
+    ({"lr": "nan"}, "lr must be a finite number"),
+    ({"lr": 0}, "lr must be > 0"),
+    ({"optimizer": "fancy"}, "optimizer must be one of sgd, momentum"),
+    ({"activation": "softmax"}, "activation must be one of"),       # an output activation, not a hidden one
+    ({"schedule": "linear"}, "schedule must be one of"),
+    ({"dropout": 1}, "dropout must be [0, 1)"),
+    ({"batch_size": 0}, "batch_size must be between 1 and 2048 on this page"),
     ({"step_delay_ms": 60000}, "step_delay_ms must be between 0 and 1000"),
     ({"layers": []}, "unknown setting(s): layers"),
     ([1, 2], "must be a JSON object"),
@@ -217,11 +221,49 @@ def test_controls_without_a_job_are_conflicts(client):
     assert client.get("/api/train/model").status_code == 404
 
 
-def test_options_list_defaults_and_limits(client):
+def test_options_come_from_the_registry(client):
+    from digitnet.config import CONSTRAINTS
+    from digitnet.nn.registry import entry, names
+
     options = client.get("/api/train/options").json()
     assert options["defaults"]["hidden"] == "128"
     assert options["limits"]["epochs"] == [1, 100] and options["limits"]["limit_train"] == [100, 60000]
-    assert "adam" in options["choices"]["optimizer"]
+    # exactly the registered names: a newly registered activation or optimizer is on the page at once
+    assert options["choices"]["activation"] == names("activation", tag="hidden")
+    assert options["choices"]["optimizer"] == names("optimizer")
+    assert options["choices"]["schedule"] == names("schedule") and options["choices"]["loss"] == names("loss")
+    assert {"gelu", "rmsprop"} <= set(options["choices"]["activation"]) | set(options["choices"]["optimizer"])
+    for kind, listed in options["entries"].items():
+        assert [e["name"] for e in listed] == options["choices"][kind]
+        for shown in listed:
+            registered = entry(kind, shown["name"])
+            assert shown["formula"] == registered.formula and shown["gradient"] == registered.gradient
+            assert shown["settings"] == [s.to_dict() for s in registered.settings]
+    rmsprop = next(e for e in options["entries"]["optimizer"] if e["name"] == "rmsprop")
+    assert rmsprop["label"] == "RMSprop" and {s["name"]: s["range"] for s in rmsprop["settings"]}["alpha"] == "[0, 1)"
+    assert next(e for e in options["entries"]["activation"] if e["name"] == "gelu")["label"] == "GELU"
+    assert options["constraints"]["lr"] == CONSTRAINTS["lr"].to_dict()
+    # every default is a valid setting
+    from digitnet.web.training import settings_to_config
+
+    config, delay = settings_to_config(options["defaults"])
+    assert (config.activation, config.optimizer, delay) == (options["defaults"]["activation"],
+                                                            options["defaults"]["optimizer"], 0)
+
+
+def test_a_gelu_network_trains_with_rmsprop(client):
+    """GELU and RMSprop were only registered in digitnet.nn: the Train tab's API trains with them."""
+    settings = {"hidden": "8", "activation": "GELU", "optimizer": "rmsprop", "schedule": "cosine", "lr": 0.003,
+                "epochs": 1, "limit_train": 200, "batch_size": 50}
+    response = client.post("/api/train/start", json=settings)
+    assert response.status_code == 202, response.json()
+    assert response.json()["settings"]["activation"] == "gelu" and response.json()["settings"]["optimizer"] == "rmsprop"
+    status = wait_for(client, lambda s: s["state"] in ("finished", "failed"), "the end")
+    assert status["state"] == "finished", status["message"]
+    model = client.manager.last_model
+    assert [layer.layer_type for layer in model.model.layers] == ["Dense", "GELU", "Dense"]
+    assert model.metadata["training"]["optimizer"] == "rmsprop" and model.metadata["training"]["schedule"] == "cosine"
+    assert client.get("/api/model").json()["hidden_layers"][0]["name"] == "Hidden layer 1 · GELU"
 
 
 def test_settings_and_the_weights_picture():

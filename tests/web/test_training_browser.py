@@ -115,3 +115,27 @@ def test_train_tab_trains_live_then_draw_uses_the_new_network(page, server, tmp_
     page.screenshot(path=str(tmp_path / "draw-after-training.png"))
     assert training(page, "points") == stopped_at
     assert page.js_errors == []
+
+
+def test_train_tab_offers_every_registered_activation_and_optimizer(page):
+    """The selects are built from GET /api/train/options: GELU and RMSprop are there with no web code of their own."""
+    from digitnet.nn.registry import entry, names
+
+    page.click('[data-tab="train"]')
+    wait_until(page, "() => window.digitnetTraining.optionsLoaded")
+    values = page.evaluate("(name) => Array.from(document.querySelector(`select[name=${name}]`).options)"
+                           ".map((o) => [o.value, o.text])", "activation")
+    assert [v for v, _ in values] == names("activation", tag="hidden") and ["gelu", "GELU"] in values
+    values = page.evaluate("(name) => Array.from(document.querySelector(`select[name=${name}]`).options)"
+                           ".map((o) => [o.value, o.text])", "optimizer")
+    assert [v for v, _ in values] == names("optimizer") and ["rmsprop", "RMSprop"] in values
+    assert page.locator("select[name=activation]").input_value() == "relu"       # the server's default
+    assert page.locator("select[name=optimizer]").input_value() == "momentum"
+    # choosing them shows their registered formulas (and the optimizer's settings with their ranges)
+    page.select_option("select[name=activation]", "gelu")
+    page.select_option("select[name=optimizer]", "rmsprop")
+    formulas = page.locator("#train-formulas").inner_text()
+    assert entry("activation", "gelu").formula in formulas and entry("optimizer", "rmsprop").formula in formulas
+    assert "alpha [0, 1) (default 0.99)" in formulas
+    assert page.locator("input[name=epochs]").get_attribute("max") == "100"
+    assert page.js_errors == []

@@ -1,10 +1,11 @@
 """Live training for the web page: one background training job at a time, watched by polling.
 
-The page's Train tab sends a small configuration (hidden sizes, activation, optimizer, learning
-rate, batch size, epochs, number of training images); a thread trains exactly as ``digitnet train``
-does (a :class:`~digitnet.config.TrainConfig`, the first N MNIST training images, a stratified
-validation split, :func:`~digitnet.training.build_trainer`), and a callback publishes what the
-page draws:
+The page's Train tab sends a small configuration (hidden sizes, activation, optimizer, schedule,
+loss, learning rate, batch size, epochs, number of training images), checked by TrainConfig itself;
+the names it may choose come from the registry, so a newly registered activation or optimizer is
+on the page without a line here. A thread trains exactly as ``digitnet train`` does (a
+:class:`~digitnet.config.TrainConfig`, the first N MNIST training images, a stratified validation
+split, :func:`~digitnet.training.build_trainer`), and a callback publishes what the page draws:
 
 - every ~1/25 epoch a point ``(progress in epochs, mean loss and accuracy of the batches since the
   last point, learning rate)``;
@@ -22,7 +23,9 @@ test split and handed to ``on_model`` (the app makes the Draw tab use it).
 
 Routes (added by :func:`install_training`), every answer JSON, errors as ``{"error": ...}``:
 
-- ``GET  /api/train/options``: defaults and limits of every setting;
+- ``GET  /api/train/options``: the choices of activation (hidden ones), optimizer, schedule and loss
+  with their formulas and settings, straight from the registry; defaults; TrainConfig's rule for
+  each number; the page's own caps (:data:`LIMITS`);
 - ``POST /api/train/start``: JSON settings -> 202 and the status; 409 while a job is active;
   422 for a bad setting;
 - ``GET  /api/train/status?since=N&weights=V``: state, position, the points from index N on, the
@@ -31,7 +34,7 @@ Routes (added by :func:`install_training`), every answer JSON, errors as ``{"err
 - ``POST /api/train/lr``: ``{"lr": 0.05}``; 409 without an active job, 422 for a bad rate;
 - ``GET  /api/train/model``: the last trained model as a ``.safetensors`` file; 404 before one exists.
 
-Everything is bounded (:data:`LIMITS`) so a page cannot exhaust the server.
+Everything is bounded (:data:`LIMITS`, the hidden sizes, the body size) so a page cannot exhaust the server.
 """
 
 from __future__ import annotations
@@ -60,19 +63,20 @@ from digitnet.web.model_info import model_info
 
 logger = logging.getLogger("digitnet.web.training")
 
-#: every setting the page may send: (default, smallest, largest) for numbers, choices for names
+#: every setting the page may send, and its default: TrainConfig's fields, plus ``hidden`` (the sizes
+#: between 784 and 10) and ``step_delay_ms`` (a pause after each batch, so that a small run can be watched)
 DEFAULTS: dict[str, Any] = {
-    "hidden": "128", "activation": "relu", "optimizer": "momentum", "lr": 0.05, "batch_size": 64,
-    "epochs": 5, "limit_train": 10000, "val_split": 0.1, "dropout": 0.0, "seed": 0, "step_delay_ms": 0,
+    "hidden": "128", "activation": "relu", "optimizer": "momentum", "schedule": "constant", "loss": "cross_entropy",
+    "lr": 0.05, "batch_size": 64, "epochs": 5, "limit_train": 10000, "val_split": 0.1, "dropout": 0.0, "seed": 0,
+    "step_delay_ms": 0,
 }
-LIMITS: dict[str, tuple[float, float]] = {
-    "lr": (1e-6, 10.0), "batch_size": (1, 2048), "epochs": (1, 100), "limit_train": (100, 60000),
-    "val_split": (0.0, 0.5), "dropout": (0.0, 0.9), "seed": (0, 2**31 - 1), "step_delay_ms": (0, 1000),
+#: The page's own caps (smallest, largest), on top of what TrainConfig allows: they keep one page from
+#: occupying the server. Every other rule (names, ranges, types) is TrainConfig's, from the registry.
+LIMITS: dict[str, tuple[int, int]] = {
+    "epochs": (1, 100), "limit_train": (100, 60000), "batch_size": (1, 2048), "step_delay_ms": (0, 1000),
 }
-CHOICES: dict[str, tuple[str, ...]] = {
-    "activation": ("relu", "leaky_relu", "sigmoid", "tanh"),
-    "optimizer": ("sgd", "momentum", "nesterov", "adam", "adamw"),
-}
+#: the registry kinds the page offers as choices, and the tag a choice must carry (None: every entry)
+CHOICE_KINDS: dict[str, str | None] = {"activation": "hidden", "optimizer": None, "schedule": None, "loss": None}
 #: hidden layers: at most this many, each at most this wide
 MAX_HIDDEN_LAYERS = 4
 MAX_HIDDEN_UNITS = 2048
@@ -95,24 +99,6 @@ class JobConflict(DigitnetError):
 # ----------------------------------------------------------------------------------------------
 # Settings
 # ----------------------------------------------------------------------------------------------
-def _number(settings: dict[str, Any], key: str, integer: bool) -> float | int:
-    value = settings.get(key, DEFAULTS[key])
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ConfigError(f"{key} must be a number, got {value!r}")
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"{key} must be a number, got {value!r}") from None
-    low, high = LIMITS[key]
-    if not (math.isfinite(number) and low <= number <= high):
-        raise ConfigError(f"{key} must be between {low:g} and {high:g}, got {value!r}")
-    if integer:
-        if number != int(number):
-            raise ConfigError(f"{key} must be a whole number, got {value!r}")
-        return int(number)
-    return number
-
-
 def hidden_sizes(text: Any) -> list[int]:
     """``"256-128"`` (or ``"256, 128"``, ``[256, 128]``, ``""`` for none) -> ``[256, 128]``, bounded."""
     if isinstance(text, list):
@@ -134,30 +120,44 @@ def settings_to_config(settings: dict[str, Any]):
 
     The network is ``784 - hidden... - 10``; training uses the first ``limit_train`` MNIST training
     images, of which ``val_split`` are held out (stratified) for the per-epoch validation numbers.
+    Every value is checked by :meth:`TrainConfig.validate` (names from the registry, so a newly
+    registered activation or optimizer is accepted at once), then against the page's caps :data:`LIMITS`.
     """
     from digitnet.config import TrainConfig
+    from digitnet.nn.registry import Setting
 
     if not isinstance(settings, dict):
         raise ConfigError("the settings must be a JSON object")
     unknown = sorted(set(settings) - set(DEFAULTS))
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(unknown)} (known: {', '.join(DEFAULTS)})")
-    choices = {}
-    for key, allowed in CHOICES.items():
-        value = str(settings.get(key, DEFAULTS[key])).strip().lower()
-        if value not in allowed:
-            raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {settings.get(key)!r}")
-        choices[key] = value
-    hidden = hidden_sizes(settings.get("hidden", DEFAULTS["hidden"]))
-    config = TrainConfig(
-        dataset="mnist", arch="-".join(str(s) for s in [784, *hidden, 10]), activation=choices["activation"],
-        dropout=_number(settings, "dropout", False), optimizer=choices["optimizer"],
-        lr=_number(settings, "lr", False), batch_size=_number(settings, "batch_size", True),
-        epochs=_number(settings, "epochs", True), limit_train=_number(settings, "limit_train", True),
-        val_split=_number(settings, "val_split", False), seed=_number(settings, "seed", True),
-        description="trained on the live training page")
+    values = {**DEFAULTS, **settings}
+    hidden = hidden_sizes(values.pop("hidden"))
+    delay_ms = Setting("step_delay_ms", "int", low=0).check(values.pop("step_delay_ms"), "")
+    config = TrainConfig(dataset="mnist", arch="-".join(str(s) for s in [784, *hidden, 10]),
+                         description="trained on the live training page", **values)
     config.validate()
-    return config, _number(settings, "step_delay_ms", True)
+    capped = {**config.to_dict(), "step_delay_ms": delay_ms}
+    for key, (low, high) in LIMITS.items():
+        if not low <= capped[key] <= high:
+            raise ConfigError(f"{key} must be between {low:g} and {high:g} on this page, got {settings.get(key)!r}")
+    return config, delay_ms
+
+
+def choices() -> dict[str, list[dict[str, Any]]]:
+    """What the page may choose, straight from the registry: for each of :data:`CHOICE_KINDS` the
+    entries (name, formula, gradient, summary, settings with their ranges) and a ``label`` to show."""
+    from digitnet.nn.registry import entries
+
+    return {kind: [dict(found.to_dict(), label=_label(found)) for found in entries(kind, tag)]
+            for kind, tag in CHOICE_KINDS.items()}
+
+
+def _label(found) -> str:
+    """The name as its class spells it when the class is the thing itself ("gelu" -> "GELU",
+    "rmsprop" -> "RMSprop"), else the registered name ("momentum", an SGD with settings)."""
+    spelled = getattr(found.target, "__name__", "")
+    return spelled if spelled.lower() == found.name.replace("_", "") else found.name
 
 
 # ----------------------------------------------------------------------------------------------
@@ -422,7 +422,9 @@ class TrainingManager:
 
     def set_lr(self, lr: Any) -> dict[str, Any]:
         """Change the learning rate from the next batch on (``lr_scale = lr / base_lr``)."""
-        value = _number({"lr": lr}, "lr", False)
+        from digitnet.config import CONSTRAINTS
+
+        value = CONSTRAINTS["lr"].check(lr, "")
         with self.lock:
             job = self._active("change the learning rate")
             job.lr_scale = value / float(job.config.lr)
@@ -452,7 +454,8 @@ class TrainingManager:
             return {
                 "state": job.state, "message": job.message, "job": job.number,
                 "settings": {"arch": job.config.arch, "activation": job.config.activation,
-                             "optimizer": job.config.optimizer, "lr": job.config.lr,
+                             "optimizer": job.config.optimizer, "schedule": job.config.schedule,
+                             "loss": job.config.loss, "lr": job.config.lr,
                              "batch_size": job.config.batch_size, "epochs": job.config.epochs,
                              "limit_train": job.config.limit_train, "val_split": job.config.val_split,
                              "dropout": job.config.dropout, "seed": job.config.seed,
@@ -627,11 +630,16 @@ def install_training(app, data_dir: str | None = None, kernels: str | None = Non
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"malformed JSON: {exc}") from None
 
-    @router.get("/options", summary="Defaults and limits of the training settings")
+    @router.get("/options", summary="The choices (from the registry), defaults, rules and caps of the settings")
     def options() -> dict[str, Any]:
+        from digitnet.config import CONSTRAINTS
+
+        entries = choices()
         return {"defaults": DEFAULTS, "limits": {k: list(v) for k, v in LIMITS.items()},
-                "choices": {k: list(v) for k, v in CHOICES.items()}, "max_hidden_layers": MAX_HIDDEN_LAYERS,
-                "max_hidden_units": MAX_HIDDEN_UNITS}
+                "choices": {kind: [e["name"] for e in found] for kind, found in entries.items()},
+                "entries": entries,
+                "constraints": {k: CONSTRAINTS[k].to_dict() for k in DEFAULTS if k in CONSTRAINTS},
+                "max_hidden_layers": MAX_HIDDEN_LAYERS, "max_hidden_units": MAX_HIDDEN_UNITS}
 
     @router.post("/start", status_code=202, summary="Start training (one job at a time; 409 while one is active)")
     async def start(request: Request) -> JSONResponse:
@@ -679,5 +687,5 @@ def install_training(app, data_dir: str | None = None, kernels: str | None = Non
     return manager
 
 
-__all__ = ["CHOICES", "DEFAULTS", "LIMITS", "JobConflict", "TrainingManager", "hidden_sizes", "install_training",
-           "settings_to_config", "weights_picture"]
+__all__ = ["CHOICE_KINDS", "DEFAULTS", "LIMITS", "JobConflict", "TrainingManager", "choices", "hidden_sizes",
+           "install_training", "settings_to_config", "weights_picture"]

@@ -19,7 +19,70 @@
     $("train-weights-empty").hidden = true;
   }
 
-  // ---- settings ---------------------------------------------------------------------------------
+  // ---- settings: the choices, defaults and limits come from the server (the registry) --------------
+  let options = null;
+
+  async function loadOptions() {
+    try {
+      const response = await fetch("/api/train/options");
+      const result = await response.json();
+      if (!response.ok) throw new Error(result.error || response.statusText);
+      options = result;
+    } catch (err) {
+      showStatus("Cannot load the training options: " + err.message, true);
+      return;
+    }
+    const form = $("train-form");
+    form.querySelectorAll("select[data-choices]").forEach((select) => {
+      select.textContent = "";
+      (options.entries[select.dataset.choices] || []).forEach((entry) => {
+        const option = new Option(entry.label, entry.name, false, entry.name === options.defaults[select.name]);
+        option.title = entry.summary || entry.formula;
+        select.appendChild(option);
+      });
+    });
+    for (const field of form.elements) {
+      if (field.type !== "number") continue;
+      const rule = options.constraints[field.name], cap = options.limits[field.name];
+      if (cap) { field.min = cap[0]; field.max = cap[1]; } else if (rule && rule.low !== null && !rule.open_low) field.min = rule.low;
+      const range = cap ? cap[0] + " to " + cap[1] + " on this page" : rule ? rule.range : "";
+      if (range) field.title = field.name + ": " + range;
+      if (options.defaults[field.name] !== undefined) field.value = options.defaults[field.name];
+    }
+    showFormulas();
+  }
+
+  function chosen(kind) {
+    const select = $("train-form").querySelector('select[data-choices="' + kind + '"]');
+    const entries = (options && options.entries[kind]) || [];
+    return entries.find((entry) => select && entry.name === select.value);
+  }
+
+  // the chosen activation, optimizer, schedule and loss, each with its registered formula
+  // (and the optimizer's settings with their ranges)
+  function showFormulas() {
+    const list = $("train-formulas");
+    list.textContent = "";
+    ["activation", "optimizer", "schedule", "loss"].forEach((kind) => {
+      const entry = chosen(kind);
+      if (!entry) return;
+      const term = document.createElement("dt");
+      term.textContent = entry.label;
+      const formula = document.createElement("dd");
+      const code = document.createElement("code");
+      code.textContent = entry.formula;
+      formula.appendChild(code);
+      if (kind === "optimizer" && entry.settings.length) {
+        const rules = document.createElement("span");
+        rules.className = "rules";
+        rules.textContent = entry.settings.map((s) => s.name + " " + s.range +
+          (s.default !== null ? " (default " + s.default + ")" : "")).join(" · ");
+        formula.appendChild(rules);
+      }
+      list.append(term, formula);
+    });
+  }
+
   function settings() {
     const form = $("train-form");
     const data = {};
@@ -240,6 +303,7 @@
     if (tab) tab.click();
   });
   $("train-hidden").addEventListener("input", showArch);
+  $("train-form").querySelectorAll("select[data-choices]").forEach((select) => select.addEventListener("change", showFormulas));
   document.querySelectorAll("[data-tab]").forEach((tab) => tab.addEventListener("click", () => schedule(0)));
 
   // for tests and scripts: what the page shows
@@ -248,8 +312,10 @@
     get points() { return points.length; },
     get epochs() { return epochsLog.length; },
     get job() { return job; },
+    get optionsLoaded() { return options !== null; },
   };
 
+  loadOptions();
   showArch();
   draw();
   poll();
