@@ -19,7 +19,7 @@ from digitnet import __version__
 from digitnet.errors import DigitnetError
 
 # Order here is the order in `digitnet --help`.
-COMMANDS = ["train", "evaluate", "predict", "submit", "data", "plot", "report", "explain", "serve", "bench"]
+COMMANDS = ["train", "sweep", "evaluate", "predict", "submit", "data", "plot", "report", "explain", "serve", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:
