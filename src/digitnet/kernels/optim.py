@@ -15,7 +15,8 @@ import math
 import numpy as np
 
 from digitnet.kernels.registry import kernel_for
-from digitnet.nn.optim import SGD, Adam, AdamW, Pairs
+from digitnet.nn.adam import Adam, AdamW
+from digitnet.nn.optim import SGD, Pairs
 
 #: per-parameter slots that are scratch space, not state worth saving in a checkpoint
 _SCRATCH = "scratch"
@@ -97,7 +98,7 @@ class FastSGD(BlockedUpdates, SGD):
 
 @kernel_for(Adam)
 class FastAdam(BlockedUpdates, Adam):
-    """:class:`~digitnet.nn.optim.Adam` (and AdamW) in place: each formula as in-place passes through scratch arrays."""
+    """:class:`~digitnet.nn.adam.Adam` (and AdamW) in place: each formula as in-place passes through scratch arrays."""
 
     def _update(self, param, grad, state):
         dtype = param.dtype.type
@@ -139,4 +140,4 @@ class FastAdam(BlockedUpdates, Adam):
 
 @kernel_for(AdamW)
 class FastAdamW(FastAdam, AdamW):
-    """:class:`~digitnet.nn.optim.AdamW` in place (:class:`FastAdam` with decoupled decay)."""
+    """:class:`~digitnet.nn.adam.AdamW` in place (:class:`FastAdam` with decoupled decay)."""

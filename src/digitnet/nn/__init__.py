@@ -7,14 +7,16 @@ A class added in a new file here (say ``digitnet/nn/gelu.py``) is reachable as `
 """
 
 from digitnet.nn.activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh, activation_layer, softmax
+from digitnet.nn.adam import Adam, AdamW
 from digitnet.nn.base import LAYER_TYPES, Layer, layer_from_config, register_layer
 from digitnet.nn.batchnorm import BatchNorm
+from digitnet.nn.clipping import clip_grad_norm
 from digitnet.nn.conv import Conv2D
 from digitnet.nn.dense import Dense
 from digitnet.nn.dropout import Dropout
 from digitnet.nn.flatten import Flatten
 from digitnet.nn.losses import Loss, MeanSquaredError, SoftmaxCrossEntropy, make_loss
-from digitnet.nn.optim import SGD, Adam, AdamW, Optimizer, clip_grad_norm, make_optimizer
+from digitnet.nn.optim import SGD, Optimizer, make_optimizer
 from digitnet.nn.pooling import AvgPool2D, MaxPool2D
 from digitnet.nn.schedules import Schedule
 from digitnet.nn.sequential import Sequential, parse_spec

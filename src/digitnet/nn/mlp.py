@@ -39,7 +39,20 @@ def mlp_layers(spec: str | list[int], activation: str = "relu", *, dropout: floa
                output_activation: str | None = None,
                rng: np.random.Generator | None = None) -> tuple[list[Layer], tuple[int]]:
     """The layers of an MLP and its input shape: ``Dense -> activation [-> Dropout]`` per hidden size,
-    then a last ``Dense`` (logits) or ``output_activation``. See :meth:`Sequential.from_spec`."""
+    then a last ``Dense`` whose output is logits, or passes through ``output_activation``.
+
+    Args:
+        spec: layer sizes, input first; see :func:`parse_spec`.
+        activation: a registered hidden activation: "relu", "sigmoid", "tanh", "gelu", ...
+        dropout: dropout rate after every hidden activation (0 = none).
+        init: weight initialisation ("he", "xavier", "lecun"); default: the one the
+            activation registered (He for the ReLU family, Xavier for sigmoid/tanh).
+        output_activation: None (logits), "sigmoid" or "softmax".
+        rng: generator for the weights and dropout masks.
+
+    Raises:
+        ConfigError: a bad spec, activation, rate or initialisation.
+    """
     if isinstance(spec, str):
         sizes = parse_spec(spec)
     else:

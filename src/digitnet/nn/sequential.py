@@ -31,12 +31,8 @@ class Sequential:
     probabilities from a Softmax/Sigmoid layer (e.g. a sigmoid network trained with MSE).
     """
 
-    def __init__(
-        self,
-        layers: list[Layer],
-        input_shape: tuple[int, ...] = (784,),
-        rng: np.random.Generator | None = None,
-    ) -> None:
+    def __init__(self, layers: list[Layer], input_shape: tuple[int, ...] = (784,),
+                 rng: np.random.Generator | None = None) -> None:
         if not layers:
             raise ConfigError("a model needs at least one layer")
         self.layers = list(layers)
@@ -49,33 +45,12 @@ class Sequential:
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
-    def from_spec(
-        cls,
-        spec: str | list[int],
-        activation: str = "relu",
-        *,
-        dropout: float = 0.0,
-        init: str | None = None,
-        output_activation: str | None = None,
-        rng: np.random.Generator | None = None,
-    ) -> Sequential:
-        """An MLP from a size list such as ``"784-128-64-10"`` (or ``[784, 128, 64, 10]``).
-
-        Builds ``Dense -> activation [-> Dropout]`` for each hidden size and a final ``Dense``
-        whose output is logits, or passes through ``output_activation`` ("sigmoid", "softmax").
-
-        Args:
-            spec: layer sizes, input first; see :func:`parse_spec`.
-            activation: a hidden activation from the registry: "relu", "sigmoid", "tanh", "gelu", ...
-            dropout: dropout rate after every hidden activation (0 = none).
-            init: weight initialisation ("he", "xavier", "lecun"); default: the one the
-                activation registered (He for the ReLU family, Xavier for sigmoid/tanh).
-            output_activation: None (logits), "sigmoid" or "softmax".
-            rng: generator for the weights and dropout masks.
-
-        Raises:
-            ConfigError: a bad spec, activation, rate or initialisation.
-        """
+    def from_spec(cls, spec: str | list[int], activation: str = "relu", *, dropout: float = 0.0,
+                  init: str | None = None, output_activation: str | None = None,
+                  rng: np.random.Generator | None = None) -> Sequential:
+        """An MLP from a size list such as ``"784-128-64-10"``: ``Dense -> activation [-> Dropout]``
+        per hidden size, then a ``Dense`` whose output is logits (or ``output_activation``).
+        See :func:`digitnet.nn.mlp.mlp_layers` for every argument; ConfigError for a bad one."""
         rng = rng if rng is not None else np.random.default_rng(0)
         layers, input_shape = mlp_layers(spec, activation, dropout=dropout, init=init,
                                          output_activation=output_activation, rng=rng)
@@ -170,7 +145,8 @@ class Sequential:
                 out = softmax(out)
             elif kind == "sigmoid":
                 totals = out.sum(axis=1, keepdims=True)
-                out = np.divide(out, totals, out=np.full_like(out, 1.0 / out.shape[1]), where=totals > 0)
+                uniform = np.full_like(out, 1.0 / out.shape[1])
+                out = np.where(totals > 0, out / np.where(totals > 0, totals, 1), uniform)
             chunks.append(out.astype(np.float32, copy=False))
         if not chunks:
             return np.zeros((0, self.output_shapes()[-1][0]), dtype=np.float32)
@@ -234,7 +210,7 @@ class Sequential:
             try:
                 shape = layer.output_shape(shape)
             except ConfigError as exc:
-                raise ConfigError(f"layer {i} ({type(layer).__name__}): {exc}") from None
+                raise ConfigError(f"layer {i} ({layer.layer_type}): {exc}") from None
             shapes.append(tuple(shape))
         return shapes
 

@@ -30,8 +30,9 @@ import numpy as np
 from digitnet.data.batches import SCALE
 from digitnet.data.dataset import Dataset
 from digitnet.errors import ConfigError, DivergenceError, TrainingInterrupted
+from digitnet.nn.clipping import clip_grad_norm
 from digitnet.nn.losses import Loss
-from digitnet.nn.optim import Optimizer, clip_grad_norm
+from digitnet.nn.optim import Optimizer
 from digitnet.nn.schedules import Schedule
 from digitnet.nn.sequential import Sequential
 from digitnet.training import checkpoint
