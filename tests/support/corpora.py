@@ -10,8 +10,8 @@ Kinds:
 - ``mnist``: the 28x28 test images themselves, saved as PNG (white on black).
 - ``canvas``: a drawing on a 280x280 canvas: black on white, white on black, off-centre, small,
   thick, on a transparent background, JPEG.
-- ``photo``: dark ink on gray paper with a shadow, sensor noise and JPEG; a sheet of paper on a
-  dark table.
+- ``photo``: dark ink on gray paper with sensor noise, as JPEG: a shadow over a corner, the hard
+  or soft edge of a shadow across the sheet, or the sheet on a dark table.
 - ``font``: typed digits in 18 fonts (DejaVu, STIX, Computer Modern), dark on white.
 - ``scan-*``: scanned digits as in the classic small-scan collections: cropped tight (the strokes
   touch two or more edges), dark ink on white, at their own low resolution (8x8, 16x16, 20x20) or
@@ -188,20 +188,29 @@ def _canvas(digit, rng) -> bytes:
 
 
 def _photo(digit, rng) -> bytes:
+    """Dark ink on gray paper with sensor noise, as JPEG: a shadow over a corner, a hard-edged or
+    soft-edged shadow across the sheet, or the sheet on a dark table."""
     size = 500
-    if rng.random() < 0.5:  # gray paper, a shadow over one corner, noise
-        rows, cols = np.mgrid[0:size, 0:size] / size
-        if rng.random() < 0.5:
-            rows = rows[::-1]
-        ink = render(digit, canvas=size, digit_size=int(rng.integers(160, 260)), invert=False) / 255.0
-        paper = rng.uniform(180, 220) - rng.uniform(60, 100) * rows * cols + rng.normal(0, 6, (size, size))
-        photo = np.clip(paper * (1 - 0.75 * ink), 0, 255).astype(np.uint8)
-    else:  # a sheet of paper on a dark table
+    how = int(rng.integers(4))
+    if how == 3:  # a sheet of paper on a dark table
         photo = np.full((size, size), rng.uniform(30, 70))
         top, left = int(rng.integers(15, 45)), int(rng.integers(15, 60))
         photo[top:size - top, left:size - left] = rng.uniform(190, 225)
         photo[100:400, 100:400] *= 1 - 0.75 * render(digit, canvas=300, digit_size=180, invert=False) / 255.0
-        photo = np.clip(photo + rng.normal(0, 5, photo.shape), 0, 255).astype(np.uint8)
+        return encode(np.clip(photo + rng.normal(0, 5, photo.shape), 0, 255).astype(np.uint8), "JPEG",
+                      quality=int(rng.integers(60, 91)))
+    rows, cols = np.mgrid[0:size, 0:size] / size
+    if rng.random() < 0.5:
+        rows = rows[::-1]
+    lit = rng.uniform(180, 220)
+    if how == 0:  # a shadow darkening one corner
+        paper = lit - rng.uniform(60, 100) * rows * cols
+    else:  # the edge of a shadow (of a hand, a phone) across the sheet: hard, or soft
+        edge = rng.uniform(0.25, 0.6) - cols - 0.3 * rows
+        depth = rng.uniform(60, 90)
+        paper = lit - depth * ((edge > 0) if how == 1 else 1 / (1 + np.exp(-edge / rng.uniform(0.02, 0.05))))
+    ink = render(digit, canvas=size, digit_size=int(rng.integers(160, 260)), invert=False) / 255.0
+    photo = np.clip((paper + rng.normal(0, 6, (size, size))) * (1 - 0.75 * ink), 0, 255).astype(np.uint8)
     return encode(photo, "JPEG", quality=int(rng.integers(60, 91)))
 
 
@@ -247,7 +256,7 @@ def _from_mnist(kind: str, count: int, make: Callable) -> list[Sample]:
 
 
 #: how many images each MNIST-made kind has
-COUNTS = {"mnist": 300, "canvas": 210, "photo": 80, **{kind: 50 for kind in SCAN_KINDS}}
+COUNTS = {"mnist": 300, "canvas": 210, "photo": 120, **{kind: 50 for kind in SCAN_KINDS}}
 KINDS = ["mnist", "canvas", "photo", "font", *SCAN_KINDS]
 
 
