@@ -346,21 +346,27 @@ def native_resolution(gray: np.ndarray) -> np.ndarray:
 
 
 def _native_count(gray: np.ndarray) -> int | None:
-    """How many columns ``gray`` had before a nearest-neighbour enlargement, or None (see above)."""
+    """How many columns ``gray`` had before a nearest-neighbour enlargement, or None (see above).
+
+    A new block may start within half a pixel of ``i * width / n`` (programs round the ties
+    differently): anywhere else, neighbouring columns must be equal.
+    """
     width = gray.shape[1]
-    change = np.abs(np.diff(gray.astype(np.int16), axis=1)).mean(axis=0)  # [W - 1]: column c vs c + 1
-    moving = np.flatnonzero(change > NATIVE_TOLERANCE)
+    change = np.abs(np.diff(gray.astype(np.int16), axis=1)).mean(axis=0) > NATIVE_TOLERANCE  # c vs c + 1
+    moving = np.flatnonzero(change)
     if not 4 <= len(moving) <= width // 2:  # blocks of two pixels or more change at most every other column
         return None
-    positions = np.arange(width - 1)
+    starts = np.arange(1, width, dtype=np.float64)  # where a block starts if columns c and c + 1 differ
     for count in range(MIN_NATIVE, min(MAX_NATIVE, width // 2) + 1):
-        # Pillow's nearest neighbour: output pixel x shows input pixel floor((x + 0.5) * count / width)
-        source = np.floor((np.arange(width) + 0.5) * count / width)
-        boundary = source[1:] != source[:-1]
-        if np.any(change[~boundary] > NATIVE_TOLERANCE):
+        position = starts * count / width  # in the original's pixels
+        boundary = np.round(position).astype(np.int64)
+        allowed = np.abs(position - boundary) * width / count <= 0.5 + 1e-9
+        if np.any(change & ~allowed):
             continue
-        spanned = boundary & (positions >= moving[0]) & (positions <= moving[-1])
-        if (change[spanned] > NATIVE_TOLERANCE).mean() >= 0.5:
+        # most of the boundaries between the first and the last change are changes
+        spanned = np.unique(boundary[allowed & (starts > moving[0]) & (starts <= moving[-1] + 1)])
+        changed = np.unique(boundary[allowed & change])
+        if len(changed) >= 0.5 * len(spanned):
             return count
     return None
 
