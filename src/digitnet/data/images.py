@@ -80,8 +80,8 @@ FRAME_GAP = 64.0
 UNEVEN = 24.0
 #: a blocky image (enlarged by repeating pixels) is read at its own size if that is in this range
 MIN_NATIVE, MAX_NATIVE = 6, 64
-#: neighbouring columns (rows) that differ by at most this mean gray level are equal
-NATIVE_TOLERANCE = 1.0
+#: neighbouring columns (rows) whose pixels differ by at most this many gray levels are equal
+NATIVE_TOLERANCE = 2
 
 
 # -- decoding -------------------------------------------------------------------------------------
@@ -352,7 +352,7 @@ def _native_count(gray: np.ndarray) -> int | None:
     differently): anywhere else, neighbouring columns must be equal.
     """
     width = gray.shape[1]
-    change = np.abs(np.diff(gray.astype(np.int16), axis=1)).mean(axis=0) > NATIVE_TOLERANCE  # c vs c + 1
+    change = np.abs(np.diff(gray.astype(np.int16), axis=1)).max(axis=0) > NATIVE_TOLERANCE  # c vs c + 1
     moving = np.flatnonzero(change)
     if not 4 <= len(moving) <= width // 2:  # blocks of two pixels or more change at most every other column
         return None
