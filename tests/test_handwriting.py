@@ -11,6 +11,7 @@ from PIL import Image
 from digitnet.errors import ConfigError, ImageError
 from digitnet.handwriting import (
     classify,
+    iter_predictions,
     join_labels,
     predict_images,
     read_number,
@@ -92,6 +93,46 @@ def test_errors_raise_or_are_recorded(loaded, files, tmp_path):
     assert "blank.png" in results[2]["error"] and "no ink" in results[2]["error"]
     with pytest.raises(ConfigError):
         predict_images(loaded, [bad], on_error="ignore")
+
+
+def test_several_files_keep_going_by_default(loaded, files, tmp_path):
+    """More than one file: an unreadable one is a row with an error and the others are predicted;
+    one file alone, or on_error="raise", still raises."""
+    folder, labels = files
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    blank = tmp_path / "blank.png"
+    blank.write_bytes(encode(np.full((30, 30), 255, dtype=np.uint8)))
+    missing = tmp_path / "missing.png"
+    rows = predict_images(loaded, [folder / "digit0.jpg", bad, blank, missing, folder / "digit1.jpg"])
+    assert [row.get("class") for row in rows] == [labels[0], None, None, None, labels[1]]
+    assert [row["input"] for row in rows[1:4]] == [str(bad), str(blank), str(missing)]
+    assert "not a PNG" in rows[1]["error"] and "no ink" in rows[2]["error"] and "not found" in rows[3]["error"]
+    assert all(set(row) == {"input", "error"} for row in rows[1:4])
+    json.dumps(rows)
+    (tmp_path / "digits").mkdir()
+    for name in ("a.jpg", "b.png"):
+        (tmp_path / "digits" / name).write_bytes((folder / "digit0.jpg").read_bytes() if name == "a.jpg"
+                                                 else b"broken")
+    rows = predict_images(loaded, tmp_path / "digits")  # one folder, two files: keeps going too
+    assert rows[0]["class"] == labels[0] and "error" in rows[1]
+    with pytest.raises(ImageError, match="bad.png"):
+        predict_images(loaded, bad)
+    with pytest.raises(ImageError, match="bad.png"):
+        predict_images(loaded, [folder / "digit0.jpg", bad], on_error="raise")
+    out = tmp_path / "show.png"
+    predict_images(loaded, [folder / "digit0.jpg", bad], show=out)
+    with Image.open(out) as image:
+        assert image.format == "PNG"
+
+
+def test_iter_predictions_yields_one_row_at_a_time(loaded, files, tmp_path):
+    folder, labels = files
+    rows = iter_predictions(loaded, [folder / "digit0.jpg", tmp_path / "missing.png"])
+    first = next(rows)
+    assert first["class"] == labels[0] and first["image"].shape == (28, 28)
+    assert "not found" in next(rows)["error"]
+    assert next(rows, None) is None
 
 
 def test_results_to_json_drops_arrays(loaded, files):

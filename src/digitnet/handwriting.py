@@ -10,6 +10,8 @@ draw-a-digit web page both use it.
 from __future__ import annotations
 
 import os
+import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,8 @@ from digitnet.errors import ConfigError, ImageError
 
 #: side of the thumbnail of the original image kept in each result (for --show)
 THUMBNAIL_SIDE = 160
+#: how --show marks an image that could not be read
+FAILED_COLOUR = "#c53030"
 
 
 def _parts(loaded) -> tuple[Any, list[str]]:
@@ -109,7 +113,41 @@ def predict_image(loaded, source, *, digits: bool = False, top: int = 3) -> dict
     return row
 
 
-def predict_images(loaded, sources, *, digits: bool = False, top: int = 3, on_error: str = "raise",
+def _expand(sources) -> list[tuple[str, Path | None, str | None]]:
+    """Each file named by the sources as ``(input, path, None)``; a source that names no image
+    (missing, an empty folder, a glob that matches nothing) as ``(source, None, message)``."""
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    items: list[tuple[str, Path | None, str | None]] = []
+    for source in sources:
+        try:
+            items.extend((str(path), path, None) for path in expand_image_paths(source))
+        except ImageError as exc:
+            items.append((str(source), None, str(exc)))
+    return items
+
+
+def iter_predictions(loaded, sources, *, digits: bool = False, top: int = 3,
+                     on_error: str | None = None) -> Iterator[dict[str, Any]]:
+    """Predict image files one by one, as :func:`predict_images` does, yielding each row (with its
+    images) as soon as it is ready; ``digitnet predict`` prints them as they come."""
+    if on_error not in (None, "raise", "record"):
+        raise ConfigError(f"on_error must be 'raise' or 'record', got {on_error!r}")
+    items = _expand(sources)
+    keep_going = on_error == "record" or (on_error is None and len(items) > 1)
+    for name, path, error in items:
+        if error is None:
+            try:
+                yield predict_image(loaded, path, digits=digits, top=top)
+                continue
+            except ImageError as exc:
+                error = str(exc)
+        if not keep_going:
+            raise ImageError(error)
+        yield {"input": name, "error": error}
+
+
+def predict_images(loaded, sources, *, digits: bool = False, top: int = 3, on_error: str | None = None,
                    show: str | os.PathLike | None = None, keep_images: bool = False) -> list[dict[str, Any]]:
     """Predict image files named by paths, folders or globs (see ``expand_image_paths``).
 
@@ -118,32 +156,27 @@ def predict_images(loaded, sources, *, digits: bool = False, top: int = 3, on_er
         sources: a path, folder, glob, or a list of them.
         digits: read each image as a row of digits (a number) instead of one digit.
         top: how many of the most likely classes ``top3`` lists.
-        on_error: "raise" stops at the first unreadable image; "record" puts ``{"input", "error"}``
-            in the results and goes on.
-        show: also save a picture of the results there (:func:`save_show_png`).
+        on_error: what an image that cannot be read (not an image, corrupt, no ink, a path that
+            names no image) does. "record": its row is ``{"input", "error"}`` and the others are
+            still predicted; "raise": it raises ImageError. The default (None) keeps going when
+            the sources name more than one file and raises for a single file.
+        show: also save a picture of the results there (:func:`save_show_png`); failed images
+            are marked in it.
         keep_images: keep the numpy images in the rows (``image``, ``original``, ``classes``).
 
     Returns:
-        One JSON-ready dict per file. One digit: ``input, label, class, confidence, top3`` (a list
-        of ``{label, class, probability}``) and ``probabilities`` (K floats). With ``digits``:
-        ``input, number, confidence`` (the product of the digits' confidences) and ``digits`` (the
-        one-digit fields of each digit, left to right). With ``keep_images`` also ``image`` (uint8
+        One JSON-ready dict per file, in order. One digit: ``input, label, class, confidence,
+        top3`` (a list of ``{label, class, probability}``) and ``probabilities`` (K floats). With
+        ``digits``: ``input, number, confidence`` (the product of the digits' confidences) and
+        ``digits`` (the one-digit fields of each digit, left to right). A file that could not be
+        read: ``input, error`` (the message says why). With ``keep_images`` also ``image`` (uint8
         ``[28, 28]``: what the network saw, per digit with ``digits``), ``original`` (a grayscale
         thumbnail) and ``classes``.
 
     Raises:
-        ImageError: an unreadable image or one without ink (with ``on_error="raise"``).
+        ImageError: an image that cannot be read, when not keeping going (see ``on_error``).
     """
-    if on_error not in ("raise", "record"):
-        raise ConfigError(f"on_error must be 'raise' or 'record', got {on_error!r}")
-    rows = []
-    for path in expand_image_paths(sources):
-        try:
-            rows.append(predict_image(loaded, path, digits=digits, top=top))
-        except ImageError as exc:
-            if on_error == "raise":
-                raise
-            rows.append({"input": str(path), "error": str(exc)})
+    rows = list(iter_predictions(loaded, sources, digits=digits, top=top, on_error=on_error))
     if show is not None:
         save_show_png(rows, show)
     return rows if keep_images else results_to_json(rows)
@@ -166,12 +199,14 @@ def save_show_png(results: list[dict[str, Any]], path: str | os.PathLike, *, max
 
     ``results`` are rows of :func:`predict_image` (or ``predict_images(..., keep_images=True)``).
     For a number (``digits=True``) the row shows each digit's 28x28 with its reading. Results with
-    an ``error`` show the message. At most ``max_rows`` rows; written atomically as PNG.
+    an ``error`` are marked in red ("not read") with the message. At most ``max_rows`` rows (the
+    title says how many there were and how many failed); written atomically as PNG.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
     from digitnet.atomic import atomic_open
 
@@ -179,14 +214,23 @@ def save_show_png(results: list[dict[str, Any]], path: str | os.PathLike, *, max
     if not shown:
         raise ConfigError("no results to show")
     columns = max([3] + [1 + len(r.get("digits", [])) for r in shown])
-    figure = plt.figure(figsize=(2.2 * columns, 2.3 * len(shown)), dpi=100)
-    grid = figure.add_gridspec(len(shown), columns, wspace=0.35, hspace=0.55)
+    height = 2.3 * len(shown)  # inches; the title line (if any) sits just above the first row
+    figure = plt.figure(figsize=(2.2 * columns, height), dpi=100)
+    grid = figure.add_gridspec(len(shown), columns, wspace=0.35, hspace=0.55, top=1 - 0.55 / height)
     for row, result in enumerate(shown):
         title = Path(result["input"]).name
         original = figure.add_subplot(grid[row, 0])
         original.set_axis_off()
-        if "error" in result:
-            original.text(0, 0.5, f"{title}\n{result['error']}", fontsize=8, va="center", wrap=True)
+        if "error" in result:  # marked in red: a frame, "not read", and why
+            original.add_patch(Rectangle((0, 0), 1, 1, transform=original.transAxes, fill=False,
+                                         edgecolor=FAILED_COLOUR, linewidth=2))
+            original.text(0.5, 0.5, "not read", transform=original.transAxes, ha="center", va="center",
+                          color=FAILED_COLOUR, fontsize=11, fontweight="bold")
+            original.set_title(title, fontsize=8, color=FAILED_COLOUR)
+            reason = figure.add_subplot(grid[row, 1:])
+            reason.set_axis_off()
+            reason.text(0, 0.5, textwrap.fill(result["error"], width=24 * (columns - 1)), fontsize=8,
+                        color=FAILED_COLOUR, va="center")
             continue
         original.imshow(result["original"], cmap="gray", vmin=0, vmax=255)
         original.set_title(title, fontsize=8)
@@ -214,8 +258,11 @@ def save_show_png(results: list[dict[str, Any]], path: str | os.PathLike, *, max
         bars.set_xlim(0, 1)
         bars.set_title(f"{result['class']} ({result['confidence']:.1%})", fontsize=9)
         bars.tick_params(axis="x", labelsize=7)
-    if len(results) > max_rows:
-        figure.suptitle(f"first {max_rows} of {len(results)} images", fontsize=9)
+    failed = sum("error" in result for result in results)
+    notes = [f"first {max_rows} of {len(results)} images"] if len(results) > max_rows else []
+    notes += [f"{failed} of {len(results)} could not be read (in red)"] if failed else []
+    if notes:
+        figure.suptitle("; ".join(notes), fontsize=9, y=1 - 0.05 / height, va="top")
     path = Path(path)
     with atomic_open(path, "wb") as handle:
         figure.savefig(handle, format="png", bbox_inches="tight")

@@ -91,3 +91,50 @@ def test_predict_on_a_non_image_file_is_a_clear_error(small_run, tmp_path):
     fake.write_bytes(b"this is not a png")
     result = run_cli("predict", small_run, fake)
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_a_batch_keeps_going_past_a_corrupt_and_a_blank_image(small_run, mnist_test, tmp_path):
+    """One corrupt and one blank image among good ones: the good ones are all predicted, the two
+    failures are reported (one stderr line each, and rows with an "error" in --json), exit code 2."""
+    from PIL import Image
+
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    for i in range(4):
+        _digit_png(folder / f"d{i}.png", mnist_test.images[i])
+    good = _digit_png(folder / "d0.png", mnist_test.images[0]).read_bytes()
+    (folder / "d1-corrupt.png").write_bytes(good[: len(good) // 3])  # sorts between the good ones
+    Image.new("L", (120, 120), 255).save(folder / "d2-blank.png")
+
+    result = run_cli("predict", small_run, folder)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == [str(folder / f"d{i}.png") for i in range(4)]
+    assert sum(f": {int(mnist_test.labels[i])} (" in line for i, line in enumerate(lines)) >= 3
+    errors = [line for line in result.stderr.splitlines() if line.startswith("digitnet predict: error:")]
+    assert len(errors) == 2
+    assert "d1-corrupt.png is a corrupt or truncated image" in errors[0]
+    assert "d2-blank.png: no ink found" in errors[1]
+    assert result.stderr.splitlines()[-1] == "digitnet predict: 2 of 6 images could not be read"
+
+    show = tmp_path / "show.png"
+    result = run_cli("predict", small_run, folder, "--json", "--show", show)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [Path(row["input"]).name for row in rows] == \
+        ["d0.png", "d1-corrupt.png", "d1.png", "d2-blank.png", "d2.png", "d3.png"]
+    assert [("error" in row, "label" in row) for row in rows] == \
+        [(False, True), (True, False), (False, True), (True, False), (False, True), (False, True)]
+    assert "corrupt" in rows[1]["error"] and "no ink found" in rows[3]["error"]
+    with Image.open(show) as picture:
+        assert picture.format == "PNG"
+
+
+def test_one_good_image_exits_0_and_one_missing_among_good_exits_2(small_run, mnist_test, tmp_path):
+    good = _digit_png(tmp_path / "good.png", mnist_test.images[0])
+    result = run_cli("predict", small_run, good)
+    assert result.returncode == 0 and result.stderr == ""
+    result = run_cli("predict", small_run, good, tmp_path / "missing.png")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stdout.startswith(f"{good}: ")
+    assert "image file not found" in result.stderr and "1 of 2 images could not be read" in result.stderr

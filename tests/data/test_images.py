@@ -22,6 +22,7 @@ from digitnet.data.images import (
     load_digit,
     load_image,
     load_images,
+    native_resolution,
     otsu_threshold,
     preprocess,
     split_digits,
@@ -169,6 +170,97 @@ def test_specks_are_removed():
     assert len(found.ids) == 1
     height, width = ink_box(preprocess(image))
     assert height == 20 and width <= 3  # kept specks would have widened the box and shrunk the "1"
+
+
+def test_photo_with_the_hard_edge_of_a_shadow(model, digits):
+    """A shadow with a sharp edge across the sheet (a hand, a phone) is paper, not ink."""
+    images, labels = digits
+    rng = np.random.default_rng(2)
+    rows, cols = np.mgrid[0:500, 0:500] / 500
+    outputs = []
+    for digit in images[:20]:
+        paper = np.where(cols + 0.3 * rows < rng.uniform(0.3, 0.55), 125.0, 205.0)
+        ink = render(digit, canvas=500, digit_size=220, invert=False) / 255.0
+        photo = np.clip((paper + rng.normal(0, 5, paper.shape)) * (1 - 0.75 * ink), 0, 255).astype(np.uint8)
+        outputs.append(preprocess(load_image(encode(photo, "JPEG", quality=80))))
+    assert (predict(model, outputs) == labels[:20]).mean() >= 0.85
+
+
+def _tight(digit: np.ndarray, side: int = 64) -> np.ndarray:
+    """An MNIST digit cropped to its ink and enlarged to ``side`` pixels tall, dark on white: the
+    strokes touch the top and bottom edges (and the sides, if it is as wide as tall)."""
+    rows = np.flatnonzero(digit.max(axis=1) > 0)
+    cols = np.flatnonzero(digit.max(axis=0) > 0)
+    crop = Image.fromarray(digit[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
+    width = max(1, round(crop.width * side / crop.height))
+    return 255 - np.asarray(crop.resize((width, side), Image.Resampling.BICUBIC))
+
+
+def test_digit_cropped_tight_is_read_like_the_digit(model, digits):
+    """Strokes that touch the edges are ink, not a shadow on the paper: the border is not the
+    paper's measure (it was, and these ended in "no ink found" or in broken strokes)."""
+    images, labels = digits
+    outputs = [preprocess(_tight(digit)) for digit in images]
+    for out, digit in zip(outputs[:10], images[:10], strict=True):
+        assert np.corrcoef(out.ravel().astype(float), preprocess(digit).ravel().astype(float))[0, 1] > 0.8
+    assert (predict(model, outputs) == labels).mean() >= 0.9
+
+
+def test_ink_that_fills_the_frame():
+    """A thick ring touching all four edges, its ink more than half of the image: the border is
+    mostly paper, so the ring is read as a ring, not as its negative (the paper inside it)."""
+    rows, cols = np.mgrid[0:64, 0:64] - 31.5
+    radius = np.hypot(rows, cols)
+    gray = np.where((radius > 12) & (radius < 33), 20, 235).astype(np.uint8)
+    assert (gray < 128).mean() > 0.5
+    out = preprocess(gray)
+    assert ink_box(out) == (20, 20)
+    assert out[12:17, 12:17].max() < 60  # the hole in the middle
+    assert out[14, 5:8].min() > 200 and out[5:8, 14].min() > 200  # the ring around it
+
+
+def test_dark_ink_on_dim_gray_paper(model, digits):
+    """Paper darker than mid-gray (a dim photo): the paper is on the border's side of Otsu's
+    threshold, so the ink is still the dark part."""
+    images, labels = digits
+    outputs = [preprocess((105 - 75 * (render(d, invert=False) / 255.0)).astype(np.uint8)) for d in images[:20]]
+    assert (predict(model, outputs) == labels[:20]).mean() >= 0.9
+
+
+def test_line_of_a_forms_box_is_not_ink(digits):
+    """A digit cropped from a form's box, the box's line along one edge (each of the four): the
+    line is dropped and the digit reads as it does without it."""
+    images, _ = digits
+    for k, digit in enumerate(images[:8]):
+        scan = _tight(digit)
+        lined = np.concatenate([np.full((2, scan.shape[1]), 70, np.uint8),  # the line, 2 px
+                                np.full((3, scan.shape[1]), 255, np.uint8), scan])  # a gap, the digit
+        found = find_ink(np.rot90(lined, k))
+        assert np.rot90(found.ink, -k)[:2].max() == 0
+        out = preprocess(np.rot90(lined, k)).astype(float)
+        assert np.corrcoef(out.ravel(), preprocess(np.rot90(scan, k)).ravel().astype(float))[0, 1] > 0.95
+
+
+def test_blocky_enlargement_goes_back_to_its_own_pixels(model, digits):
+    """A 16x16 scan enlarged by repeating pixels is read at 16x16, whatever the factor; smooth
+    enlargements, noisy photos and drawings with a few straight edges are left as they are."""
+    images, labels = digits
+    outputs = []
+    for digit in images[:10]:
+        small = np.asarray(Image.fromarray(255 - digit).resize((16, 16), Image.Resampling.BOX))
+        assert np.array_equal(native_resolution(np.kron(small, np.ones((4, 4), np.uint8))), small)
+        for size in (64, 60, 37):
+            big = np.asarray(Image.fromarray(small).resize((size, size), Image.Resampling.NEAREST))
+            assert native_resolution(big).shape == (16, 16), size
+        outputs.append(preprocess(big))
+        smooth = np.asarray(Image.fromarray(small).resize((64, 64), Image.Resampling.BICUBIC))
+        assert native_resolution(smooth).shape == (64, 64)
+    assert (predict(model, outputs) == labels[:10]).mean() >= 0.9
+    noisy = np.clip(np.random.default_rng(0).normal(200, 5, (64, 64)), 0, 255).astype(np.uint8)
+    assert native_resolution(noisy).shape == (64, 64)
+    bars = np.full((200, 300), 255, dtype=np.uint8)
+    bars[30:40, 60:120] = bars[50:170, 60:70] = bars[160:170, 60:130] = bars[40:170, 200:210] = 0
+    assert native_resolution(bars).shape == (200, 300)
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "GIF", "WEBP"])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from digitnet.cli.common import positive_int, print_json
+from digitnet.errors import ImageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
@@ -15,7 +17,9 @@ def register(subparsers) -> None:
         help="predict the digit of images or of every image in a data file",
         description="Predict with MODEL (a .safetensors file or a run directory). Each INPUT is a data file "
         "(IDX, Kaggle/mnist CSV or Keras npz: every image in it is predicted), an image (PNG, JPEG, BMP, "
-        "GIF, WebP: preprocessed the MNIST way), a folder of images or a glob such as 'digits/*.png'.",
+        "GIF, WebP: preprocessed the MNIST way), a folder of images or a glob such as 'digits/*.png'. "
+        "An image that cannot be read (not an image, corrupt, no ink) is reported on stderr (in --json "
+        "also as a row with an 'error') and the others are still predicted; the exit code is then 2.",
     )
     parser.add_argument("model", metavar="MODEL", help="model file or run directory")
     parser.add_argument("inputs", metavar="INPUT", nargs="+", help="data file, image, folder or glob")
@@ -25,7 +29,8 @@ def register(subparsers) -> None:
     parser.add_argument("--digits", action="store_true",
                         help="an image holds a row of digits (a written number): read the whole number")
     parser.add_argument("--show", metavar="OUT.png",
-                        help="save a picture of each image, what the network sees, and the probabilities")
+                        help="save a picture of each image, what the network sees, and the probabilities "
+                        "(images that could not be read are marked in red)")
     parser.set_defaults(func=run)
 
 
@@ -72,10 +77,33 @@ def run(args) -> int:
         _print_rows(rows, args.json)
 
     if image_inputs:
-        from digitnet.handwriting import predict_images
+        return _predict_images(loaded, image_inputs, args)
+    return 0
 
-        rows = predict_images(loaded, image_inputs, digits=args.digits, show=args.show)
-        _print_rows(rows, args.json)
-        if args.show and not args.json:
+
+def _predict_images(loaded, inputs: list[str], args) -> int:
+    """Predict every image, printing each row as it comes; an image that cannot be read is one line
+    on stderr (and a row with an ``error`` in --json) and the others go on. Exit code 2 if any failed."""
+    from digitnet.handwriting import iter_predictions, results_to_json, save_show_png
+
+    shown, failed, total = [], 0, 0
+    for row in iter_predictions(loaded, inputs, digits=args.digits, on_error="record"):
+        total += 1
+        if args.show:
+            shown.append(row)
+        if "error" in row:
+            failed += 1
+            print(f"digitnet predict: error: {row['error']}", file=sys.stderr, flush=True)
+            if args.json:
+                print_json(row)
+            continue
+        _print_rows(results_to_json([row]), args.json)
+    if args.show:
+        save_show_png(shown, args.show)
+        if not args.json:
             print(f"saved: {args.show}")
+    if failed:
+        if total > 1:
+            print(f"digitnet predict: {failed} of {total} images could not be read", file=sys.stderr)
+        return ImageError.exit_code
     return 0
