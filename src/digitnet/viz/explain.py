@@ -1,7 +1,9 @@
 """How ``digitnet explain`` shows an explanation: as terminal text and as a self-contained HTML page.
 
 This module only draws what :func:`digitnet.explain.explain_image` recorded (formulas, arrays,
-statistics); it computes no network math. Arrays are drawn as coloured cells (short vectors) or
+statistics); it computes no network math. The text is put together from one function per part
+(:func:`forward_lines`, :func:`loss_lines`, :func:`backward_lines`, :func:`update_lines`, ...), which
+the web page's Inside tab shows as well, so the terminal and the page print the same numbers. Arrays are drawn as coloured cells (short vectors) or
 as embedded PNGs (images, feature maps, weight matrices, kernels), so the page needs no files and
 no network.
 """
@@ -12,6 +14,7 @@ import base64
 import html
 import io
 import re
+from typing import Any
 
 import numpy as np
 
@@ -112,34 +115,32 @@ def gradient_of(step, formula: str) -> np.ndarray | None:
     return step.grad_in if target == step.input_symbol else None
 
 
-def format_text(explanation: Explanation, title: str, values: int = 6) -> str:
-    """The whole explanation as terminal text (plain ASCII apart from the bars)."""
+def input_line(explanation: Explanation) -> str:
+    """``x  the input: 784 numbers in [0, 1] ...``: what the network is given."""
+    e = explanation
+    ink = int(np.count_nonzero(e.inputs))
+    return (f"x  the input: {e.inputs.size} numbers in [0, 1] (pixel / 255)  {shape_text(e.forward[0].input_shape)}"
+            f"  {ink} non-zero (ink), mean {e.inputs.mean():.3f}")
+
+
+def forward_lines(step, values: int = 6) -> dict[str, Any]:
+    """The text of one forward step: ``title``, ``formula``, ``shapes``, ``params`` (one line each),
+    ``preview`` (the first ``values`` numbers of the output), ``stats`` and ``sentence`` (or None)."""
+    shown = step.output[preview_slice(step.output_shape, values)]
+    return {"title": f"layer {step.index}  {step.name}  {step.kind} {step.description}".rstrip(),
+            "formula": step.formula, "shapes": forward_shapes(step),
+            "params": [_param_text(name, param) for name, param in step.params.items()],
+            "preview": f"{step.symbol}{_index_text(step.output_shape, values)} = "
+                       f"{preview(shown, values, more=step.output.size > shown.size)}",
+            "stats": _stats_text(step.stats), "sentence": _stat_sentence(step)}
+
+
+def output_lines(explanation: Explanation) -> dict[str, Any]:
+    """The output's ``formula`` line and one line per class (``probabilities``): percentage, bar, marks."""
     e = explanation
     classes = e.classes
-    lines = [f"digitnet explain: {title}", ""]
-    first = e.forward[0]
-    ink = int(np.count_nonzero(e.inputs))
-    lines += ["== Forward pass (as the network predicts: dropout off) ==",
-              f"x  the input: {e.inputs.size} numbers in [0, 1] (pixel / 255)  {shape_text(first.input_shape)}"
-              f"  {ink} non-zero (ink), mean {e.inputs.mean():.3f}"]
-    for step in e.forward:
-        lines.append("")
-        lines.append(f"layer {step.index}  {step.name}  {step.kind} {step.description}".rstrip())
-        lines.append(f"    {step.formula}")
-        lines.append(f"    {forward_shapes(step)}")
-        for name, param in step.params.items():
-            lines.append(f"    {_param_text(name, param)}")
-        shown = step.output[preview_slice(step.output_shape, values)]
-        lines.append(f"    {step.symbol}{_index_text(step.output_shape, values)} = "
-                     f"{preview(shown, values, more=step.output.size > shown.size)}")
-        lines.append(f"    {_stats_text(step.stats)}")
-        sentence = _stat_sentence(step)
-        if sentence:
-            lines.append(f"    {sentence}")
-
-    lines += ["", "== Output ==",
-              f"{e.output_formula}  {shape_text((len(e.probabilities),))}, sums to {float(e.probabilities.sum()):.4f}"]
     width = max(len(c) for c in classes)
+    rows = []
     for k, p in enumerate(e.probabilities):
         marks = []
         if k == e.predicted:
@@ -147,47 +148,98 @@ def format_text(explanation: Explanation, title: str, values: int = 6) -> str:
         if k == e.label and e.label_given:
             marks.append("true label")
         bar = "#" * int(round(float(p) * 30))
-        lines.append(f"  {classes[k]:>{width}}  {100 * float(p):6.2f}%  {bar:<30}"
-                     + (f"  <- {', '.join(marks)}" if marks else ""))
+        rows.append(f"  {classes[k]:>{width}}  {100 * float(p):6.2f}%  {bar:<30}"
+                    + (f"  <- {', '.join(marks)}" if marks else ""))
+    return {"formula": f"{e.output_formula}  {shape_text((len(e.probabilities),))}, sums to "
+                       f"{float(e.probabilities.sum()):.4f}", "probabilities": rows}
 
+
+def loss_lines(explanation: Explanation, values: int | None = None) -> dict[str, Any]:
+    """The loss: ``title``, ``formula``, ``settings``, ``value`` (``L = ...``), and the gradient it hands
+    back: ``grad_formula`` (with its shape) and ``grad`` (its numbers and norm)."""
+    e = explanation
+    classes = e.classes
     label = e.label
-    p_true = float(e.probabilities[label])
-    lines += ["", "== Loss ==" + ("" if e.label_given else f" (no label given: the predicted class {classes[label]})"),
-              e.loss.formula, f"    ({settings_text(e.loss.settings)})"]
     if e.loss.name == "cross_entropy":
-        lines.append(f"L = -log p[{label}] = -log {p_true:.4f} = {e.loss.value:.4f}")
+        value = f"L = -log p[{label}] = -log {float(e.probabilities[label]):.4f} = {e.loss.value:.4f}"
     else:
-        lines.append(f"L = {e.loss.value:.4f}")
+        value = f"L = {e.loss.value:.4f}"
+    count = len(e.probabilities) if values is None else values
+    unlabelled = "" if e.label_given else f" (no label given: the predicted class {classes[label]})"
+    return {"title": "== Loss ==" + unlabelled,
+            "formula": e.loss.formula, "settings": f"({settings_text(e.loss.settings)})", "value": value,
+            "grad_formula": f"{e.loss.grad_formula}  {shape_text(e.loss.grad.shape)}",
+            "grad": f"= {preview(e.loss.grad, count)}  norm {norm(e.loss.grad):.4f}"}
 
-    lines += ["", "== Backward pass (last layer first; B = 1) ==",
-              f"{e.loss.grad_formula}  {shape_text(e.loss.grad.shape)}",
-              f"    = {preview(e.loss.grad, len(e.probabilities))}  norm {norm(e.loss.grad):.4f}"]
-    for step in e.backward:
-        lines.append("")
-        lines.append(f"layer {step.index}  {step.name}  {step.kind}")
-        for formula in step.formulas:
-            array = gradient_of(step, formula)
-            detail = f"  {shape_text(array.shape)}  norm {norm(array):.4f}" if array is not None else ""
-            lines.append(f"    {formula}{detail}")
-        if step.kind == "ReLU" and step.grad_in is not None:
-            zeroed = int(np.count_nonzero(step.grad_in == 0))
-            lines.append(f"    {zeroed} of {step.grad_in.size} gradients are 0 here (the ReLUs that were off)")
-        if step.index == 0 and step.grad_in is not None:
-            lines.append(f"    grad_x says how the loss would change if a pixel got brighter; the largest "
-                         f"|grad_x| are at {_top_pixels(step.grad_in)}")
 
+def backward_lines(step) -> dict[str, Any]:
+    """The text of one backward step: ``title``, ``formulas`` (each with the shape and norm of what it
+    computes) and ``notes`` (the ReLUs that stopped the gradient; the pixels that matter most)."""
+    formulas = []
+    for formula in step.formulas:
+        array = gradient_of(step, formula)
+        detail = f"  {shape_text(array.shape)}  norm {norm(array):.4f}" if array is not None else ""
+        formulas.append(f"{formula}{detail}")
+    notes = []
+    if step.kind == "ReLU" and step.grad_in is not None:
+        zeroed = int(np.count_nonzero(step.grad_in == 0))
+        notes.append(f"{zeroed} of {step.grad_in.size} gradients are 0 here (the ReLUs that were off)")
+    if step.index == 0 and step.grad_in is not None:
+        notes.append(f"grad_x says how the loss would change if a pixel got brighter; the largest "
+                     f"|grad_x| are at {_top_pixels(step.grad_in)}")
+    return {"title": f"layer {step.index}  {step.name}  {step.kind}", "formulas": formulas, "notes": notes}
+
+
+def update_lines(explanation: Explanation) -> dict[str, Any]:
+    """The SGD step: ``title``, ``formula``, ``settings``, one line per parameter (``params``: the size of
+    its update, absolute and relative), ``result`` (loss, probability of the label, prediction) and ``note``."""
+    e = explanation
     u = e.update
-    lines += ["", f"== One SGD step on this image (lr {u.lr:g}) ==", u.formula, f"    ({settings_text(u.settings)})"]
+    classes = e.classes
     name_width = max(len(n) for n in u.update_norms)
+    params = []
     for name, size in u.update_norms.items():
         relative = size / u.param_norms[name] if u.param_norms[name] else float("inf")
         ratio = f"{100 * relative:.2f}% of |param|" if np.isfinite(relative) else "param was 0"
-        lines.append(f"    {name:<{name_width}}  |lr * grad| = {size:.4f}  ({ratio})")
+        params.append(f"{name:<{name_width}}  |lr * grad| = {size:.4f}  ({ratio})")
     direction = "down" if u.loss_after < u.loss_before else "up"
-    lines += [f"loss {u.loss_before:.4f} -> {u.loss_after:.4f} ({direction});  "
-              f"p[{classes[label]}] {100 * u.p_true_before:.2f}% -> {100 * u.p_true_after:.2f}%;  "
-              f"prediction {classes[u.predicted_before]} -> {classes[u.predicted_after]}",
-              "(the step was taken on a copy: the model file is unchanged)"]
+    return {"title": f"== One SGD step on this image (lr {u.lr:g}) ==", "formula": u.formula,
+            "settings": f"({settings_text(u.settings)})", "params": params,
+            "result": f"loss {u.loss_before:.4f} -> {u.loss_after:.4f} ({direction});  "
+                      f"p[{classes[e.label]}] {100 * u.p_true_before:.2f}% -> {100 * u.p_true_after:.2f}%;  "
+                      f"prediction {classes[u.predicted_before]} -> {classes[u.predicted_after]}",
+            "note": "(the step was taken on a copy: the model file is unchanged)"}
+
+
+def format_text(explanation: Explanation, title: str, values: int = 6) -> str:
+    """The whole explanation as terminal text (plain ASCII apart from the bars), put together from
+    the parts above (which the web page's Inside tab shows too)."""
+    e = explanation
+    lines = [f"digitnet explain: {title}", "", "== Forward pass (as the network predicts: dropout off) ==",
+             input_line(e)]
+    for step in e.forward:
+        text = forward_lines(step, values)
+        lines += ["", text["title"], f"    {text['formula']}", f"    {text['shapes']}"]
+        lines += [f"    {line}" for line in text["params"]]
+        lines += [f"    {text['preview']}", f"    {text['stats']}"]
+        if text["sentence"]:
+            lines.append(f"    {text['sentence']}")
+
+    output = output_lines(e)
+    lines += ["", "== Output ==", output["formula"], *output["probabilities"]]
+
+    loss = loss_lines(e)
+    lines += ["", loss["title"], loss["formula"], f"    {loss['settings']}", loss["value"]]
+    lines += ["", "== Backward pass (last layer first; B = 1) ==", loss["grad_formula"], f"    {loss['grad']}"]
+    for step in e.backward:
+        text = backward_lines(step)
+        lines += ["", text["title"]]
+        lines += [f"    {line}" for line in text["formulas"] + text["notes"]]
+
+    update = update_lines(e)
+    lines += ["", update["title"], update["formula"], f"    {update['settings']}"]
+    lines += [f"    {line}" for line in update["params"]]
+    lines += [update["result"], update["note"]]
     return "\n".join(line.rstrip() for line in lines)
 
 
