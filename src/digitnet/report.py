@@ -249,11 +249,108 @@ def build_report(source, *, dpi: int = REPORT_DPI, options=None, counts: dict[st
     return "\n".join(parts)
 
 
+# ----------------------------------------------------------------------------------------------
+# a sweep directory (written by `digitnet sweep`)
+# ----------------------------------------------------------------------------------------------
+SWEEP_CAPTION = ("Top: the test accuracy of every trial against each swept setting; a line joins the means over "
+                 "seeds, a bar spans the lowest to the highest seed and a dot is one seed. Where bars of two "
+                 "settings overlap, the difference may be the seed rather than the setting. Bottom: the learning "
+                 "curves of every setting, the mean over seeds with a band from the lowest to the highest.")
+
+
+def _rows_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    def cell(value: Any) -> str:
+        if value is None:
+            return "&ndash;"
+        if isinstance(value, float):
+            return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
+        return _esc(value)
+
+    head = "".join(f"<th class='left'>{_esc(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td class='left'>{cell(row.get(c))}</td>" for c in columns) + "</tr>"
+                   for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def build_sweep_report(sweep_dir: str | os.PathLike, *, dpi: int = REPORT_DPI) -> tuple[str, bytes]:
+    """The HTML text of a sweep's report and its picture as PNG bytes."""
+    from digitnet.sweep import group_rows, read_results, read_sweep
+    from digitnet.viz import png_bytes, png_size
+    from digitnet.viz.kinds import SWEEP_KINDS
+
+    sweep_dir = Path(sweep_dir)
+    info = read_sweep(sweep_dir)
+    rows = read_results(sweep_dir)
+    keys = list(info.get("keys") or [])
+    fig = SWEEP_KINDS["sweep"].render(sweep_dir)
+    png = png_bytes(fig, dpi)
+    width, height = png_size(fig, dpi)
+    groups = sorted(group_rows(rows, keys), key=lambda g: -g.mean if g.accuracies else float("inf"))
+    ok = [r for r in rows if r.get("status") == "ok"]
+    cards = [_card(f"{len(rows)} / {info.get('trial_count', len(rows))}", "trials finished"),
+             _card(str(len(info.get("seeds") or [])), "seeds per setting")]
+    if groups and groups[0].accuracies:
+        cards.append(_card(f"{groups[0].mean:.2%}", f"best mean test accuracy: {groups[0].group}"))
+    cards.append(_card(f"{sum(r.get('seconds') or 0 for r in rows):.0f} s", "trial time, summed over trials"))
+    summary = [{"setting": g.group, "mean": g.mean if g.accuracies else None,
+                "std": g.std if g.accuracies else None, "lowest": min(g.accuracies, default=None),
+                "highest": max(g.accuracies, default=None), "seeds": len(g.accuracies), "diverged": g.failed}
+               for g in groups]
+    columns = ["trial", *keys, "seed", "status", "test_accuracy", "best_val_accuracy", "epochs_run", "seconds"]
+    settings = {k: v for k, v in info.items() if k not in ("base",)}
+    generated = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    commands = [r for r in ok if r.get("command")][:1]
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<title>digitnet sweep: {_esc(sweep_dir.name)}</title><style>{CSS}</style></head><body>",
+        f"<header><h1>digitnet sweep: {_esc(sweep_dir.name)}</h1>",
+        f"<p>{_esc(sweep_dir)} &middot; swept: {_esc(', '.join(keys) or 'seeds only')} &middot; "
+        f"preset {_esc((info.get('base') or {}).get('preset') or 'custom')}</p></header><main>",
+        f"<div class='cards'>{''.join(cards)}</div>",
+        "<nav><a href='#picture'>Picture</a> <a href='#settings-summary'>Settings by accuracy</a> "
+        "<a href='#trials'>Every trial</a> <a href='#sweep'>The sweep's settings</a></nav>",
+        f"<section id='picture'><h2>Accuracy and learning curves</h2><figure>{_img(png, 'sweep', width, height)}"
+        f"<figcaption>{_esc(SWEEP_CAPTION)}</figcaption></figure></section>",
+        "<section id='settings-summary'><h2>Settings by mean test accuracy</h2>",
+        _rows_table(summary, ["setting", "mean", "std", "lowest", "highest", "seeds", "diverged"]),
+        "<p class='note'>std is the sample standard deviation over seeds. Every setting was trained on the same "
+        "seeds, so a difference that holds seed by seed is more than chance.</p></section>",
+        "<section id='trials'><h2>Every trial</h2>", _rows_table(rows, columns),
+        "<p class='note'>Each trial is a run directory under <code>runs/</code> (<code>digitnet report "
+        "SWEEP_DIR/runs/TRIAL</code> draws its own report). results.csv and results.json hold every column, "
+        "with the command that trains a trial again bit for bit"
+        + (f", e.g. <code>{_esc(commands[0]['command'])}</code>" if commands else "") + ".</p></section>",
+        f"<section id='sweep'><h2>The sweep's settings</h2>{_config_table(settings)}"
+        f"<h3>Every trial starts from</h3>{_config_table(info.get('base') or {})}</section>",
+        f"<footer>Made by digitnet {_esc(__version__)} on {generated}. The picture is embedded in this file; "
+        f"it needs no network and no other file.</footer></main></body></html>",
+    ]
+    return "\n".join(parts), png
+
+
+def write_sweep_report(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
+                       dpi: int = REPORT_DPI) -> tuple[Path, Path]:
+    """Write ``SWEEP_DIR/report.html`` (or ``out``) and the picture beside it as ``sweep.png``; returns both."""
+    from digitnet.atomic import WriteError, write_bytes, write_text
+
+    out = Path(out) if out is not None else Path(sweep_dir) / "report.html"
+    if not out.parent.is_dir():
+        raise WriteError(f"cannot write {out}: directory {out.parent} does not exist")
+    text, png = build_sweep_report(sweep_dir, dpi=dpi)
+    picture = out.with_name("sweep.png") if out.name == "report.html" else out.with_suffix(".png")
+    write_bytes(picture, png)
+    write_text(out, text)
+    return out, picture
+
+
 def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, dataset: str | None = None,
                  *, data_dir: str | None = None, dpi: int = REPORT_DPI, test=None, options=None,
                  counts: dict[str, int] | None = None, kinds: list[str] | None = None,
                  log: Callable[[str], None] | None = None) -> Path:
     """Write the HTML report of ``run_dir`` (a run directory or a model file) atomically; returns its path.
+
+    A sweep directory (written by ``digitnet sweep``) gets :func:`write_sweep_report` instead.
 
     Args:
         run_dir: folder written by ``digitnet train --out`` (or a single .safetensors model file).
@@ -268,8 +365,11 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
         log: called with a line per picture (default: silent).
     """
     from digitnet.atomic import WriteError, write_text
+    from digitnet.sweep import is_sweep_dir
     from digitnet.viz import PlotSource
 
+    if is_sweep_dir(run_dir):
+        return write_sweep_report(run_dir, out, dpi=dpi)[0]
     source = PlotSource.open(run_dir, dataset=dataset, data_dir=data_dir, test=test)
     if out is None:
         path = Path(run_dir)

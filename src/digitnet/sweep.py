@@ -728,9 +728,7 @@ def group_rows(rows: list[dict[str, Any]], keys: list[str]) -> list[GroupSummary
     groups: dict[str, GroupSummary] = {}
     for row in rows:
         settings = {k: row.get(k) for k in keys}
-        label = ", ".join(f"{k}={_format(v)}" for k, v in settings.items()) or "base"
-        if row.get("draw") is not None:
-            label = f"draw {row['draw']}: {label}"
+        label = _group_label(row, keys)
         summary = groups.setdefault(label, GroupSummary(label, settings, []))
         if row.get("status") == "ok" and row.get("test_accuracy") is not None:
             summary.accuracies.append(float(row["test_accuracy"]))
@@ -756,7 +754,68 @@ def summary_text(rows: list[dict[str, Any]], keys: list[str], top: int | None = 
     return "\n".join(lines)
 
 
-__all__ = ["BACKENDS", "GroupSummary", "RandomRange", "SweepPlan", "SweepResult", "Trial", "dask_outcomes",
-           "group_rows", "is_sweep_dir", "local_outcomes", "parse_grid", "parse_random", "parse_setting",
-           "parse_value", "plan_sweep", "read_results", "read_sweep", "run_sweep", "run_trial", "summary_text",
-           "sweep_seeds", "train_command", "trial_dir", "weights_digest"]
+
+
+@dataclass
+class GroupCurve:
+    """One setting's learning curve over its seeds: per epoch the mean, the lowest and the highest."""
+
+    group: str
+    settings: dict[str, Any]
+    epochs: list[int]
+    mean: list[float]
+    low: list[float]
+    high: list[float]
+    seeds: int
+
+
+def curve_metric(histories: list[dict[str, Any]]) -> str:
+    """"val_accuracy" when the trials held out a validation set, else "train_loss"."""
+    has_val = any(v is not None for h in histories for v in h.get("val_accuracy", []))
+    return "val_accuracy" if has_val else "train_loss"
+
+
+def read_histories(sweep_dir: str | Path, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """history.json of every finished trial in ``rows``, by trial name (missing files are left out)."""
+    histories = {}
+    for row in rows:
+        path = Path(sweep_dir) / row["run_dir"] / "history.json"
+        if row.get("status") == "ok" and path.exists():
+            try:
+                histories[row["trial"]] = json.loads(path.read_text())
+            except json.JSONDecodeError:
+                raise ConfigError(f"{path} is not valid JSON") from None
+    return histories
+
+
+def group_curves(rows: list[dict[str, Any]], histories: dict[str, dict[str, Any]], keys: list[str],
+                 metric: str) -> list[GroupCurve]:
+    """The ``metric`` curve of every group: mean, min and max over its seeds at each epoch."""
+    curves = []
+    for summary in group_rows(rows, keys):
+        members = [r for r in rows if _group_label(r, keys) == summary.group and r["trial"] in histories]
+        series = [[v for v in histories[r["trial"]].get(metric, [])] for r in members]
+        length = max((len(s) for s in series), default=0)
+        epochs, mean, low, high = [], [], [], []
+        for e in range(length):
+            values = [s[e] for s in series if e < len(s) and s[e] is not None and math.isfinite(s[e])]
+            if values:
+                epochs.append(e + 1)
+                mean.append(float(np.mean(values)))
+                low.append(float(min(values)))
+                high.append(float(max(values)))
+        if epochs:
+            curves.append(GroupCurve(summary.group, summary.settings, epochs, mean, low, high, len(series)))
+    return curves
+
+
+def _group_label(row: dict[str, Any], keys: list[str]) -> str:
+    label = ", ".join(f"{k}={_format(row.get(k))}" for k in keys) or "base"
+    return f"draw {row['draw']}: {label}" if row.get("draw") is not None else label
+
+
+__all__ = ["BACKENDS", "GroupCurve", "GroupSummary", "RandomRange", "SweepPlan", "SweepResult", "Trial",
+           "curve_metric", "dask_outcomes", "group_curves", "group_rows", "is_sweep_dir", "local_outcomes",
+           "parse_grid", "parse_random", "parse_setting", "parse_value", "plan_sweep", "read_histories",
+           "read_results", "read_sweep", "run_sweep", "run_trial", "summary_text", "sweep_seeds", "train_command",
+           "trial_dir", "weights_digest"]

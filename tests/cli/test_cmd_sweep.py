@@ -78,6 +78,11 @@ def test_ctrl_c_keeps_finished_trials_and_the_same_command_finishes(mnist_path, 
         assert (out / "runs" / name / "model.safetensors").stat().st_mtime_ns == mtime
     assert rows[:len(kept)] == kept
 
+    report = run_cli("report", out)  # the pictures of the finished sweep
+    assert report.returncode == 0, report.stderr
+    assert "report.html" in report.stdout and (out / "sweep.png").stat().st_size > 10_000
+    assert "Settings by mean test accuracy" in (out / "report.html").read_text()
+
 
 # -- a real Dask cluster on 127.0.0.1 -------------------------------------------------------------
 @contextlib.contextmanager

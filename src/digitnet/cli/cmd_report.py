@@ -8,12 +8,16 @@ from digitnet.cli.common import positive_int
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "report",
-        help="write report.html: every picture, the test metrics and the configuration of a run",
+        help="write report.html: every picture, the test metrics and the configuration of a run (or a sweep)",
         description="Write a self-contained HTML report of a training run (pictures embedded, readable "
         "offline): learning curves, architecture, forward pass, gradients, weights, predictions, "
-        "mistakes, confusion matrix, hidden-layer map, robustness, per-class metrics and config.json.",
+        "mistakes, confusion matrix, hidden-layer map, robustness, per-class metrics and config.json. "
+        "For a sweep directory (digitnet sweep --out DIR): test accuracy against each swept setting with "
+        "the spread over seeds, every setting's learning curves, and the results table; the picture is "
+        "also written as DIR/sweep.png.",
     )
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory (or a .safetensors model file)")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory, sweep directory or .safetensors "
+                        "model file")
     parser.add_argument("-o", "--out", metavar="FILE.html", help="output file (default: RUN_DIR/report.html)")
     parser.add_argument("--dataset", choices=["mnist", "fashion-mnist"],
                         help="test images from this dataset (default: the run's)")
@@ -31,8 +35,14 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import sys
 
-    from digitnet.report import write_report
+    from digitnet.report import write_report, write_sweep_report
+    from digitnet.sweep import is_sweep_dir
     from digitnet.viz import PlotOptions
+
+    if is_sweep_dir(args.run_dir):
+        path, picture = write_sweep_report(args.run_dir, args.out, dpi=args.dpi)
+        print(f"wrote {path} and {picture}")
+        return 0
 
     def log(message: str) -> None:
         if not args.quiet:

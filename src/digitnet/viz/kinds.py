@@ -307,6 +307,50 @@ _ALL = [
 KINDS: dict[str, PlotKind] = {kind.name: kind for kind in _ALL}
 
 
+# ----------------------------------------------------------------------------------------------
+# pictures of a sweep directory (written by `digitnet sweep`), not of one model
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SweepKind:
+    """One picture of a sweep directory: its name, a description and its render function."""
+
+    name: str
+    title: str
+    description: str
+    render: Callable[[object], object]
+
+
+def render_sweep(sweep_dir) -> object:
+    """Test accuracy against each swept setting and every setting's learning curves (see viz/sweep.py)."""
+    from pathlib import Path
+
+    from digitnet.sweep import curve_metric, group_curves, group_rows, read_histories, read_results, read_sweep
+    from digitnet.viz.sweep import draw_sweep
+
+    info = read_sweep(sweep_dir)
+    rows = read_results(sweep_dir)
+    if not rows:
+        raise ConfigError(f"{sweep_dir} has no finished trial yet (results.json is empty)")
+    keys = list(info.get("keys") or [])
+    histories = read_histories(sweep_dir, rows)
+    metric = curve_metric(list(histories.values()))
+    curves = group_curves(rows, histories, keys, metric)
+    preset = (info.get("base") or {}).get("preset")
+    title = f"Sweep {Path(sweep_dir).name}" + (f" ({preset})" if preset else "")
+    groups = sorted((g for g in group_rows(rows, keys) if g.accuracies), key=lambda g: -g.mean)[:8]
+    width = max((len(g.group) for g in groups), default=0)
+    best = [f"{g.group:<{width}}  {g.mean:.4f} +- {g.std:.4f}" for g in groups]
+    return draw_sweep(rows, keys, curves, metric, random_keys=list(info.get("random") or {}), title=title,
+                      order=dict(info.get("grid") or {}), best=best)
+
+
+#: The pictures of a sweep directory, by name (``digitnet report SWEEP_DIR`` draws them).
+SWEEP_KINDS: dict[str, SweepKind] = {
+    "sweep": SweepKind("sweep", "Sweep", "test accuracy against each swept setting (mean, lowest and highest "
+                       "seed) and every setting's learning curves (mean with a band over seeds)", render_sweep),
+}
+
+
 def render(kind: str, source: PlotSource, options: PlotOptions | None = None):
     """The Figure of picture ``kind`` for ``source``; ConfigError with the reason if it cannot be drawn."""
     if kind not in KINDS:
