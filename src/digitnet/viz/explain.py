@@ -259,15 +259,21 @@ _DIVERGING = np.array([[49, 54, 149], [116, 173, 209], [247, 247, 247], [244, 10
 _SEQUENTIAL = np.array([[15, 23, 42], [79, 70, 229], [251, 191, 36]], float)
 
 
+def colour_limit(values: np.ndarray) -> float:
+    """The value drawn in the strongest colour: the 99.5th percentile of ``|values|`` (a few outliers do
+    not wash out the rest), or the largest ``|value|`` if that is 0, or 1 for all zeros."""
+    magnitude = np.abs(np.asarray(values, dtype=np.float64))
+    limit = float(np.percentile(magnitude, 99.5)) if magnitude.size else 1.0
+    return limit or float(magnitude.max(initial=0.0)) or 1.0
+
+
 def colors(values: np.ndarray, signed: bool | None = None) -> np.ndarray:
-    """RGB uint8 ``[..., 3]`` for ``values``: blue-white-red around 0 for signed data (the limit is the
-    99.5th percentile of ``|values|``), dark-indigo-amber from 0 to the maximum otherwise."""
+    """RGB uint8 ``[..., 3]`` for ``values``: blue-white-red around 0 for signed data (the limit is
+    :func:`colour_limit`), dark-indigo-amber from 0 to the maximum otherwise."""
     values = np.asarray(values, dtype=np.float64)
     if signed is None:
         signed = bool(values.size and values.min() < 0)
-    magnitude = np.abs(values)
-    limit = float(np.percentile(magnitude, 99.5)) if values.size else 1.0
-    limit = limit or float(magnitude.max(initial=0.0)) or 1.0
+    limit = colour_limit(values)
     if signed:
         t, stops = (np.clip(values / limit, -1, 1) + 1) / 2, _DIVERGING
     else:

@@ -8,6 +8,9 @@ Routes:
   used as is) or ``{"image": "data:image/png;base64,..."}`` (a canvas). ``?digits=true`` (or
   ``"digits": true`` in JSON) reads a row of digits as a number. Returns the prediction, the 28x28
   image the network saw, and the activations of the hidden layers.
+- ``POST /api/explain``: the same image (or ``{"test_index": N}``) through the network step by step, with
+  a true label and a learning rate: the forward pass, the loss, the backward pass and one SGD step, as
+  ``digitnet explain`` records them (see :mod:`digitnet.web.inside`); the Inside tab draws it.
 - ``GET /api/model``: architecture, class names, parameter count, metrics.
 - ``GET /healthz``: liveness.
 - ``GET /openapi.json``: FastAPI's own description (``/docs`` needs Swagger UI from a CDN).
@@ -42,7 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from digitnet import __version__
 from digitnet.data.batches import images_to_inputs
 from digitnet.data.images import WORK_MAX_SIDE, load_image, preprocess
-from digitnet.errors import DigitnetError, ImageError
+from digitnet.errors import ConfigError, DigitnetError, ImageError
 from digitnet.handwriting import classify, describe, join_labels
 from digitnet.web.model_info import hidden_layers, model_info
 from digitnet.web.training import install_training
@@ -131,15 +134,12 @@ def predict_payload(loaded, payload: dict[str, Any], digits: bool = False) -> di
         parts = [payload["pixels"]]
         if digits:
             raise RequestError(422, "digits=true needs an image, not a 28x28 pixel array")
-    else:
-        gray = load_image(payload["image"], max_pixels=MAX_UPLOAD_PIXELS, max_bytes=MAX_UPLOAD_BYTES,
-                          max_side=WORK_MAX_SIDE, name="the uploaded image")
-        if digits:
-            from digitnet.data.images import split_digits
+    elif digits:
+        from digitnet.data.images import split_digits
 
-            parts = split_digits(gray)
-        else:
-            parts = [preprocess(gray)]
+        parts = split_digits(_gray(payload["image"]))
+    else:
+        parts = [one_image(payload)]
     probabilities = classify(loaded, np.stack(parts))
     if digits:
         per_digit = [dict(describe(p, classes), image=image.tolist()) for p, image in zip(probabilities, parts,
@@ -152,6 +152,41 @@ def predict_payload(loaded, payload: dict[str, Any], digits: bool = False) -> di
         result["image"] = parts[0].tolist()
         result["activations"] = hidden_activations(loaded.model, parts[0])
     result["classes"] = classes
+    result["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    return result
+
+
+def _gray(data: bytes) -> np.ndarray:
+    return load_image(data, max_pixels=MAX_UPLOAD_PIXELS, max_bytes=MAX_UPLOAD_BYTES, max_side=WORK_MAX_SIDE,
+                      name="the uploaded image")
+
+
+def one_image(payload: dict[str, Any]) -> np.ndarray:
+    """The MNIST-style uint8 ``[28, 28]`` digit of a parsed request (pixels as they are, an image preprocessed)."""
+    return payload["pixels"] if "pixels" in payload else preprocess(_gray(payload["image"]))
+
+
+def explain_request(loaded, payload: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    """``POST /api/explain``: the image (or test image) of a parsed request through the model, step by step.
+
+    ``fields`` hold ``label``, ``lr`` and ``unit`` (see :func:`digitnet.web.inside.explain_options`).
+    For a test image the label defaults to its true label, as in ``digitnet explain --image``.
+    """
+    from digitnet.web import inside
+
+    started = time.perf_counter()
+    options = inside.explain_options(fields, len(loaded.classes))
+    if "test_index" in payload:
+        image, true_label, dataset = inside.dataset_image(loaded, payload["test_index"])
+        source = {"kind": "test", "index": int(payload["test_index"]), "dataset": dataset, "label": true_label}
+        if options["label"] is None:
+            options["label"] = true_label
+    else:
+        image = one_image(payload)
+        source = {"kind": "pixels" if "pixels" in payload else "image"}
+    result = inside.explain_payload(loaded, image, **options)
+    result["source"] = source
+    result["model"] = loaded.path.name if loaded.path else "model"
     result["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 2)
     return result
 
@@ -207,13 +242,17 @@ def _data_url(value: Any) -> bytes:
         raise RequestError(400, "image is not valid base64") from None
 
 
-async def parse_predict_request(request: Request, limit: int) -> tuple[dict[str, Any], bool]:
-    """The image (bytes) or pixels of a predict request, and whether to read several digits."""
+async def parse_image_request(request: Request, limit: int,
+                              sources: tuple[str, ...] = ("pixels", "image")) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The image of a request and the other fields of its JSON body (``{}`` for other bodies).
+
+    The image is ``{"image": bytes}`` (a multipart upload, a raw ``image/*`` body, a JSON data URL) or
+    ``{"pixels": uint8 [28, 28]}`` (JSON), or, when ``sources`` allows it, ``{"test_index": value}`` (JSON).
+    """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    digits = request.query_params.get("digits", "false").lower() in ("1", "true", "yes")
     body = await read_body(request, limit)
     if not body:
-        raise RequestError(400, "empty request body: send an image, or JSON with pixels or image")
+        raise RequestError(400, "empty request body: send an image, or JSON with " + " or ".join(sources))
     if content_type == "multipart/form-data":
         async def replay():
             return {"type": "http.request", "body": body, "more_body": False}
@@ -230,9 +269,9 @@ async def parse_predict_request(request: Request, limit: int) -> tuple[dict[str,
         data = await upload.read()
         if not data:
             raise RequestError(400, "the uploaded file is empty")
-        return {"image": data}, digits
+        return {"image": data}, {}
     if content_type.startswith("image/") or content_type == "application/octet-stream":
-        return {"image": body}, digits
+        return {"image": body}, {}
     if content_type == "application/json":
         try:
             document = json.loads(body)
@@ -240,14 +279,25 @@ async def parse_predict_request(request: Request, limit: int) -> tuple[dict[str,
             raise RequestError(400, f"malformed JSON: {exc}") from None
         if not isinstance(document, dict):
             raise RequestError(422, 'JSON body must be an object: {"pixels": [[...]]} or {"image": "data:..."}')
-        digits = digits or bool(document.get("digits", False))
+        fields = {k: v for k, v in document.items() if k not in sources}
         if "pixels" in document:
-            return {"pixels": _pixels(document["pixels"])}, digits
+            return {"pixels": _pixels(document["pixels"])}, fields
         if "image" in document:
-            return {"image": _data_url(document["image"])}, digits
-        raise RequestError(422, 'JSON body needs "pixels" (28x28 array) or "image" (a data URL)')
+            return {"image": _data_url(document["image"])}, fields
+        if "test_index" in sources and "test_index" in document:
+            return {"test_index": document["test_index"]}, fields
+        wanted = ['"pixels" (28x28 array)', '"image" (a data URL)'] + (
+            ['"test_index" (a test image)'] if "test_index" in sources else [])
+        raise RequestError(422, f"JSON body needs {', '.join(wanted[:-1])} or {wanted[-1]}")
     raise RequestError(415, f"unsupported content type {content_type or '(none)'!r}: send multipart/form-data, "
                             "image/*, or application/json")
+
+
+async def parse_predict_request(request: Request, limit: int) -> tuple[dict[str, Any], bool]:
+    """The image (bytes) or pixels of a predict request, and whether to read several digits."""
+    digits = request.query_params.get("digits", "false").lower() in ("1", "true", "yes")
+    payload, fields = await parse_image_request(request, limit)
+    return payload, digits or bool(fields.get("digits", False))
 
 
 # -- the app ----------------------------------------------------------------------------------------
@@ -329,6 +379,42 @@ def create_app(model: str | os.PathLike | Any, *, max_upload_bytes: int = MAX_UP
     async def api_predict(request: Request) -> JSONResponse:
         payload, digits = await parse_predict_request(request, max_upload_bytes)
         result = await run_in_threadpool(predict_payload, app.state.loaded, payload, digits)
+        return JSONResponse(result)
+
+    @app.post(
+        "/api/explain",
+        summary="One image through the network, step by step: forward pass, loss, backward pass, one SGD step",
+        description="The image as for `/api/predict` (multipart `file`, a raw `image/*` body, JSON `pixels` or "
+                    "`image`), or JSON `{\"test_index\": N}` for a test image of the model's dataset. Options (JSON "
+                    "fields, or query parameters for other bodies): `label` (the true class; default: the test "
+                    "image's label, else the predicted class), `lr` (of the SGD step, default 0.1) and `unit` "
+                    "(`{\"layer\": i, \"index\": j}` or `i:j`: the unit whose incoming weights to send whole). "
+                    "Each step has its formula, shapes, statistics and values (exact numbers for arrays of at "
+                    "most 1,024 values; PNG pictures of images, feature maps and kernels), with the lines "
+                    "`digitnet explain` prints. Computed on a copy: the served model never changes.",
+        openapi_extra={"requestBody": {"content": {
+            "application/json": {"schema": {"type": "object", "properties": {
+                "pixels": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+                "image": {"type": "string", "description": "a data URL"},
+                "test_index": {"type": "integer"}, "label": {"type": "integer"}, "lr": {"type": "number"},
+                "unit": {"type": "object", "properties": {"layer": {"type": "integer"},
+                                                          "index": {"type": "integer"}}}}}},
+            "multipart/form-data": {"schema": {"type": "object", "properties": {
+                "file": {"type": "string", "format": "binary"}}}},
+            "image/png": {"schema": {"type": "string", "format": "binary"}}}}},
+    )
+    async def api_explain(request: Request) -> JSONResponse:
+        from digitnet.web.inside import ImagesUnavailable
+
+        payload, fields = await parse_image_request(request, max_upload_bytes, ("pixels", "image", "test_index"))
+        fields = {**{k: request.query_params[k] for k in ("label", "lr", "unit") if k in request.query_params},
+                  **fields}
+        try:
+            result = await run_in_threadpool(explain_request, app.state.loaded, payload, fields)
+        except ImagesUnavailable as exc:
+            raise RequestError(404, str(exc)) from None
+        except ConfigError as exc:
+            raise RequestError(422, str(exc)) from None
         return JSONResponse(result)
 
     install_training(app)
