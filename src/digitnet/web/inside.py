@@ -39,6 +39,8 @@ from digitnet.explain import Explanation, explain_image, norm
 MAX_VALUES = 1024
 #: at most this many tiles (channels, kernels, units) in one picture
 MAX_TILES = 64
+#: a convolution's kernels are pictured in the forward pass when there are at most this many (a first one)
+MAX_KERNELS = 32
 #: tiles per row of a picture
 TILE_COLUMNS = 8
 #: the units pictured in a weight gradient: those whose incoming weights would change most
@@ -314,8 +316,13 @@ def explanation_payload(e: Explanation, unit: dict[str, int] | None = None, valu
         params = {}
         for key, param in step.params.items():
             shown = {"shape": list(param.shape), "norm": e.update.param_norms.get(f"layers.{step.index}.{key}")}
-            if param.ndim == 4 and param.shape[0] * param.shape[1] <= MAX_TILES:
-                shown["picture"] = dict(_grid(param.reshape(-1, *param.shape[2:]), True), note="the kernels")
+            if param.ndim == 4 and param.shape[0] * param.shape[1] <= MAX_KERNELS:
+                filters, per_filter = param.shape[:2]
+                labels = [f"filter {o}" + (f", in {i}" if per_filter > 1 else "")
+                          for o in range(filters) for i in range(per_filter)]
+                shown["picture"] = dict(_grid(param.reshape(-1, *param.shape[2:]), True, labels),
+                                        note="the kernels", layer=step.index,
+                                        units=[o for o in range(filters) for _ in range(per_filter)])
             params[key] = shown
         forward.append({
             "index": step.index, "name": step.name, "kind": step.kind, "description": step.description,

@@ -15,6 +15,7 @@
       document.querySelectorAll("[data-panel]").forEach((panel) => {
         panel.hidden = panel.dataset.panel !== name;
       });
+      document.dispatchEvent(new CustomEvent("digitnet:tab", { detail: name }));
     };
     tabs.forEach((tab) => tab.addEventListener("click", () => {
       show(tab.dataset.tab);
@@ -42,6 +43,7 @@
         "digitnet " + info.digitnet_version;
       buildBars(classes);
       buildLayers(info.hidden_layers.map((h) => ({ name: h.name, shape: h.shape, values: [] })));
+      document.dispatchEvent(new CustomEvent("digitnet:model", { detail: info }));
     } catch (err) {
       $("model-badge").textContent = "model unavailable";
       showStatus("Cannot reach the server: " + err.message, true);
@@ -191,10 +193,14 @@
     }
   }
 
+  // other tabs (Inside) follow the drawing: they hear of every change, at most as often as predictions
+  function drawingChanged() { document.dispatchEvent(new CustomEvent("digitnet:drawing")); }
+
   function predictCanvas() {
     clearTimeout(timer);
     timer = null;
     if (!hasInk) return;
+    drawingChanged();
     encoding += 1;  // toBlob is asynchronous: the request starts in its callback
     canvas.toBlob((blob) => {
       encoding -= 1;
@@ -218,6 +224,7 @@
     $("canvas-hint").classList.remove("hidden");
     resetResult("draw something");
     showStatus("");
+    drawingChanged();
   }
 
   function point(event) {
@@ -284,6 +291,7 @@
       hasInk = true;
       $("canvas-hint").classList.add("hidden");
       URL.revokeObjectURL(url);
+      drawingChanged();
     };
     image.src = url;
     $("upload").value = "";
@@ -291,8 +299,11 @@
 
   // for tests and scripts: whether a prediction is still on its way
   // reloadModel: the live-training tab swapped in a new network: show it, and read the drawing again
+  // hasInk: whether there is a drawing; clear(): what the Clear button does
   window.digitnet = {
     get busy() { return inFlight || pending !== null || timer !== null || encoding > 0; },
+    get hasInk() { return hasInk; },
+    clear() { clearCanvas(); },
     async reloadModel() { await loadModel(); if (hasInk) predictCanvas(); },
   };
 
