@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from digitnet import sweep
+from digitnet.cli.cmd_sweep import train_command
 from digitnet.config import TrainConfig, load_preset
 from digitnet.errors import ConfigError, TrainingInterrupted
 from digitnet.sweep import (
@@ -25,7 +26,6 @@ from digitnet.sweep import (
     run_sweep,
     summary_text,
     sweep_seeds,
-    train_command,
 )
 
 #: A trial of about a second: a small MLP, 1,000 MNIST images, one epoch (most of it is loading MNIST).
@@ -168,7 +168,7 @@ def test_one_trial_reruns_alone_bit_for_bit(mnist_path, tmp_path):
     from digitnet.runs import read_run_config, run_training
 
     plan = plan_sweep(tiny_base(optimizer="adam", lr=0.003), seeds=1, sweep_seed=11)
-    run_sweep(plan, tmp_path / "sweep", log=quiet, progress=False)
+    run_sweep(plan, tmp_path / "sweep", log=quiet, progress=False, command_for=train_command)
     row = read_results(tmp_path / "sweep")[0]
     with threadpool_limits(1):
         again = run_training(read_run_config(tmp_path / "sweep" / row["run_dir"]), tmp_path / "api", quiet=True,

@@ -23,7 +23,8 @@ A sweep directory holds::
 one seed per repeat (the same seeds for every setting, so settings are compared on the same draws),
 its second child drives the random search. A trial's seed is written into its config.json, so
 ``run_training(read_run_config(trial_dir), out)`` or the ``digitnet train ... --seed N`` command in
-the results table trains it again, bit for bit (with one BLAS thread, as the trials ran).
+the results table (written by ``digitnet sweep``) trains it again, bit for bit (with one BLAS thread,
+as the trials ran).
 
 **Where trials run.** :func:`run_trial` trains one trial with BLAS limited to one thread
 (threadpoolctl) in a temporary directory and returns the metrics, the history and the files' bytes;
@@ -45,7 +46,6 @@ import json
 import math
 import os
 import re
-import shlex
 import socket
 import sys
 import tempfile
@@ -220,7 +220,8 @@ def _random_rng(sweep_seed: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(sweep_seed).spawn(2)[1])
 
 
-def _format(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A setting's value as text: floats as Python writes them (``0.05``), JSON for dicts and lists."""
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, dict | list):
@@ -246,7 +247,7 @@ class Trial:
     @property
     def group(self) -> str:
         """The trials of one group differ only in their seed: ``optimizer=adam, lr=0.01``."""
-        text = ", ".join(f"{k}={_format(v)}" for k, v in self.settings.items())
+        text = ", ".join(f"{k}={format_value(v)}" for k, v in self.settings.items())
         if self.draw is not None:
             text = f"draw {self.draw}" + (f": {text}" if text else "")
         return text or "base"
@@ -313,7 +314,7 @@ def plan_sweep(base: TrainConfig, grid: dict[str, list[Any]] | None = None,
             draw = d if drawn is not None else None
             for repeat, seed in enumerate(seed_list):
                 config = TrainConfig.from_dict({**base_dict, **settings, "seed": seed})
-                parts = [f"{k}={_format(v)}" for k, v in combo.items()]
+                parts = [f"{k}={format_value(v)}" for k, v in combo.items()]
                 parts += [f"r{draw:03d}"] if draw is not None else []
                 trial = Trial(_dir_name([*parts, f"s{repeat}"]), settings, repeat, seed, config, draw)
                 if trial.group not in checked:  # build what the config names once per group
@@ -488,36 +489,13 @@ def _history_numbers(history: dict[str, Any] | None) -> dict[str, Any]:
     return {"best_val_accuracy": max(vals) if vals else None, "final_val_accuracy": vals[-1] if vals else None}
 
 
-def train_command(config: TrainConfig, out: str, kernels: str) -> str | None:
-    """The ``digitnet train`` command that trains ``config`` again, bit for bit, or None if flags cannot
-    say it (a setting without a flag): checked by parsing it with the real parser."""
-    import contextlib
-
-    from digitnet.cli import build_parser
-    from digitnet.cli.cmd_train import _FIELDS, resolve_config
-    from digitnet.config import load_preset
-
-    start = load_preset(config.preset) if config.preset else TrainConfig()
-    args = ["train"] + (["--preset", config.preset] if config.preset else ["--arch", str(config.arch)])
-    for dest, name in _FIELDS.items():
-        value = getattr(config, name)
-        if name == "seed":
-            continue
-        if value != getattr(start, name) and value is not None:
-            args += ["--" + dest.replace("_", "-"), _format(value)]
-    args += ["--seed", str(config.seed), "--kernels", kernels, "--out", out]
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):
-            parsed = build_parser().parse_args(args)
-        if resolve_config(parsed) != config:
-            return None
-    except (SystemExit, DigitnetError):
-        return None
-    return "OPENBLAS_NUM_THREADS=1 digitnet " + shlex.join(args)
+#: ``command(config, out_dir, kernels) -> str | None``: the command line that trains one trial again
+#: (the CLI gives :func:`digitnet.cli.cmd_sweep.train_command`; the library knows no command line).
+CommandFor = Callable[[TrainConfig, str, str], "str | None"]
 
 
 def _row(trial: Trial, folder: Path, sweep_dir: Path, outcome: dict[str, Any] | None, kernels: str,
-         previous: dict[str, Any] | None) -> dict[str, Any]:
+         previous: dict[str, Any] | None, command_for: CommandFor | None = None) -> dict[str, Any]:
     """One line of the results table (from a worker's outcome, or from the trial's files on disk)."""
     status = outcome["status"] if outcome else _finished(folder, trial)
     if outcome is not None:
@@ -543,7 +521,7 @@ def _row(trial: Trial, folder: Path, sweep_dir: Path, outcome: dict[str, Any] | 
                 **_history_numbers(history), "epochs_run": metrics.get("epochs_run"),
                 "seconds": seconds, "train_seconds": metrics.get("train_seconds"),
                 "weights_sha256": digest, "error": error, "run_dir": relative,
-                "command": train_command(trial.config, f"runs/{trial.name}", kernels)})
+                "command": command_for(trial.config, f"runs/{trial.name}", kernels) if command_for else None})
     if trial.draw is None:
         row.pop("draw")
     return row
@@ -562,7 +540,7 @@ def write_results(sweep_dir: str | Path, rows: list[dict[str, Any]]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: _format(v) if isinstance(v, dict | list) else ("" if v is None else v)
+        writer.writerow({k: format_value(v) if isinstance(v, dict | list) else ("" if v is None else v)
                          for k, v in row.items()})
     write_text(sweep_dir / RESULTS_CSV, buffer.getvalue())
 
@@ -601,7 +579,8 @@ def is_sweep_dir(path: str | Path) -> bool:
 
 def run_sweep(plan: SweepPlan, sweep_dir: str | Path, *, jobs: int = 1, backend: str = "local",
               scheduler: str | None = None, kernels: str | None = None, progress: bool | None = None,
-              log: Callable[[str], None] | None = None, command: str | None = None) -> SweepResult:
+              log: Callable[[str], None] | None = None, command: str | None = None,
+              command_for: CommandFor | None = None) -> SweepResult:
     """Run every trial of ``plan`` not already finished in ``sweep_dir``; returns the table.
 
     Args:
@@ -611,6 +590,8 @@ def run_sweep(plan: SweepPlan, sweep_dir: str | Path, *, jobs: int = 1, backend:
             sent to every worker, so the trials do not depend on a worker's environment.
         progress: a bar over trials (default: when stderr is a terminal); else one line per trial.
         command: the command line that started the sweep, recorded in sweep.json.
+        command_for: makes each row's ``command``, the ``digitnet train`` command that trains the trial
+            again (``digitnet.cli.cmd_sweep.train_command``; without it the column is empty).
 
     Raises:
         TrainingInterrupted: on Ctrl-C, after writing every finished trial (exit code 130).
@@ -641,7 +622,7 @@ def run_sweep(plan: SweepPlan, sweep_dir: str | Path, *, jobs: int = 1, backend:
     for trial in plan.trials:
         folder = trial_dir(sweep_dir, trial)
         if _finished(folder, trial):
-            rows[trial.name] = _row(trial, folder, sweep_dir, None, kernels, previous.get(trial.name))
+            rows[trial.name] = _row(trial, folder, sweep_dir, None, kernels, previous.get(trial.name), command_for)
         else:
             pending.append(trial)
     result = SweepResult(sweep_dir, plan, [], reused=len(rows))
@@ -670,7 +651,7 @@ def run_sweep(plan: SweepPlan, sweep_dir: str | Path, *, jobs: int = 1, backend:
             trial = by_name[name]
             folder = trial_dir(sweep_dir, trial)
             _write_trial(folder, trial, outcome)
-            rows[name] = _row(trial, folder, sweep_dir, outcome, kernels, None)
+            rows[name] = _row(trial, folder, sweep_dir, outcome, kernels, None, command_for)
             write_results(sweep_dir, table())
             result.ran += 1
             result.workers.add(outcome["worker"])
@@ -810,12 +791,12 @@ def group_curves(rows: list[dict[str, Any]], histories: dict[str, dict[str, Any]
 
 
 def _group_label(row: dict[str, Any], keys: list[str]) -> str:
-    label = ", ".join(f"{k}={_format(row.get(k))}" for k in keys) or "base"
+    label = ", ".join(f"{k}={format_value(row.get(k))}" for k in keys) or "base"
     return f"draw {row['draw']}: {label}" if row.get("draw") is not None else label
 
 
 __all__ = ["BACKENDS", "GroupCurve", "GroupSummary", "RandomRange", "SweepPlan", "SweepResult", "Trial",
-           "curve_metric", "dask_outcomes", "group_curves", "group_rows", "is_sweep_dir", "local_outcomes",
-           "parse_grid", "parse_random", "parse_setting", "parse_value", "plan_sweep", "read_histories",
-           "read_results", "read_sweep", "run_sweep", "run_trial", "summary_text", "sweep_seeds", "train_command",
+           "curve_metric", "dask_outcomes", "format_value", "group_curves", "group_rows", "is_sweep_dir",
+           "local_outcomes", "parse_grid", "parse_random", "parse_setting", "parse_value", "plan_sweep",
+           "read_histories", "read_results", "read_sweep", "run_sweep", "run_trial", "summary_text", "sweep_seeds",
            "trial_dir", "weights_digest"]

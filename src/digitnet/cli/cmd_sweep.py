@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import shlex
 import sys
 
@@ -89,6 +91,34 @@ def base_config(args):
     return TrainConfig.from_dict({**base.to_dict(), **changes})
 
 
+def train_command(config, out: str, kernels: str) -> str | None:
+    """The ``digitnet train`` command that trains ``config`` again, bit for bit, or None if flags cannot
+    say it (a setting without a flag): checked by parsing it with the real parser."""
+    from digitnet.cli import build_parser
+    from digitnet.cli.cmd_train import _FIELDS, resolve_config
+    from digitnet.config import TrainConfig, load_preset
+    from digitnet.errors import DigitnetError
+    from digitnet.sweep import format_value
+
+    start = load_preset(config.preset) if config.preset else TrainConfig()
+    args = ["train"] + (["--preset", config.preset] if config.preset else ["--arch", str(config.arch)])
+    for dest, name in _FIELDS.items():
+        value = getattr(config, name)
+        if name == "seed":
+            continue
+        if value != getattr(start, name) and value is not None:
+            args += ["--" + dest.replace("_", "-"), format_value(value)]
+    args += ["--seed", str(config.seed), "--kernels", kernels, "--out", out]
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            parsed = build_parser().parse_args(args)
+        if resolve_config(parsed) != config:
+            return None
+    except (SystemExit, DigitnetError):
+        return None
+    return "OPENBLAS_NUM_THREADS=1 digitnet " + shlex.join(args)
+
+
 def run(args) -> int:
     from digitnet.sweep import parse_grid, parse_random, plan_sweep, run_sweep, summary_text
 
@@ -101,7 +131,8 @@ def run(args) -> int:
         return 0
     command = "digitnet " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["sweep"] else None
     result = run_sweep(plan, args.out, jobs=args.jobs, backend=args.backend, scheduler=args.scheduler,
-                       kernels=args.kernels, progress=False if args.no_progress else None, command=command)
+                       kernels=args.kernels, progress=False if args.no_progress else None, command=command,
+                       command_for=train_command)
     print(summary_text(result.rows, plan.keys))
     failed = sum(row["status"] != "ok" for row in result.rows)
     workers = len(result.workers)

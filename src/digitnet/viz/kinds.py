@@ -337,7 +337,7 @@ def render_sweep(sweep_dir) -> object:
     curves = group_curves(rows, histories, keys, metric)
     preset = (info.get("base") or {}).get("preset")
     title = f"Sweep {Path(sweep_dir).name}" + (f" ({preset})" if preset else "")
-    groups = sorted((g for g in group_rows(rows, keys) if g.accuracies), key=lambda g: -g.mean)[:8]
+    groups = sorted((g for g in group_rows(rows, keys) if g.accuracies), key=lambda g: -g.mean)[:10]
     width = max((len(g.group) for g in groups), default=0)
     best = [f"{g.group:<{width}}  {g.mean:.4f} +- {g.std:.4f}" for g in groups]
     return draw_sweep(rows, keys, curves, metric, random_keys=list(info.get("random") or {}), title=title,
