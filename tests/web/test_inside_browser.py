@@ -4,6 +4,7 @@ and ``digitnet explain``'s for the same image."""
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.request
 
@@ -16,7 +17,7 @@ from digitnet.viz.explain import format_text
 from tests.conftest import require_chromium, require_module
 from tests.web.conftest import INSIDE_KINDS
 from tests.web.strokes import STROKES
-from tests.web.support import serve
+from tests.web.support import encode, mnist_split, render, serve
 from tests.web.test_browser import draw, settled_label, wait_until
 
 pytestmark = pytest.mark.browser
@@ -125,8 +126,9 @@ def test_draw_open_inside_pick_a_label_and_see_the_backward_pass(site, tmp_path)
     assert settled_label(page) == page.locator("#prediction-label").inner_text().strip() != "–"
 
 
-def test_a_test_image_on_the_page_is_digitnet_explain_image(site, capsys):
-    """Pick test image 12 on the page: the lines shown are those `digitnet explain RUN --image 12` prints."""
+def test_a_test_image_or_a_file_on_the_page(site, capsys, tmp_path):
+    """Pick test image 12 on the page: the lines shown are those `digitnet explain RUN --image 12` prints.
+    Then upload a file: the page shows the API's answer for it."""
     from digitnet.cli import main
 
     page = site["page"]
@@ -143,6 +145,18 @@ def test_a_test_image_on_the_page_is_digitnet_explain_image(site, capsys):
     printed = capsys.readouterr().out
     assert_in_order(page.evaluate(PAGE_LINES), printed)
     assert page.locator('[data-step="update"] .line.big').text_content() in printed
+
+    # a file instead: the answer is the API's for that file
+    images, _ = mnist_split("test")
+    photo = tmp_path / "digit.png"
+    photo.write_bytes(encode(render(images[12])))
+    page.set_input_files("#inside-upload", str(photo))
+    wait_until(page, "() => window.digitnetInside.result && window.digitnetInside.result.source.kind === 'image'")
+    result = settled(page)
+    api = post(site["url"], {"image": "data:image/png;base64," + base64.b64encode(photo.read_bytes()).decode(),
+                             "lr": 0.3})
+    assert result["probabilities"] == api["probabilities"] and result["backward"] == api["backward"]
+    assert page.locator("#inside-label").input_value() == "" and not result["label_given"]
     assert page.js_errors == []
 
 

@@ -246,7 +246,7 @@ def unit_payload(e: Explanation, layer: int, index: int) -> dict[str, Any]:
         "bias": None if bias is None else float(bias[index]),
         "grad_bias": None if bias_grad is None else float(bias_grad[index]),
         "output": _number(e.forward[layer].output[0, index].mean()),
-        "step": f"one SGD step moves these weights by lr * grad: |{lr:g} * grad| = {lr * g_norm:.4f}"
+        "step": f"One SGD step moves these weights by lr * grad: |{lr:g} * grad| = {lr * g_norm:.4f}"
                 + (f" ({100 * lr * g_norm / w_norm:.2f}% of their norm {w_norm:.4f})" if w_norm else ""),
     }
 

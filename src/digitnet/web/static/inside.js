@@ -74,6 +74,11 @@
     image.alt = (label || "values") + " (" + (shown.note || "picture") + ")";
     const zoom = Math.max(1, Math.min(8, Math.floor(320 / Math.max(shown.width, shown.height / 2))));
     image.style.width = shown.width * zoom + "px";
+    if (!shown.tiles && shown.height * zoom < 60) {      // a few long rows (a weight matrix): taller rows
+      image.style.width = "100%";
+      image.style.maxWidth = shown.width * zoom + "px";
+      image.style.height = Math.min(8 * shown.height, 80) + "px";
+    }
     figure.appendChild(image);
     if (shown.note) figure.appendChild(element("span", "note", shown.note));
     const tiles = shown.tiles;
@@ -220,9 +225,10 @@
     }
     ["inside-unit-weights", "inside-unit-grad"].forEach((id) => { $(id).textContent = ""; });
     if (!u) { $("inside-unit-what").textContent = "This network has no layer with incoming weights."; return; }
-    layers.value = String(u.layer);
+    // (not while the user is choosing: an answer arriving meanwhile must not undo what they typed)
+    if (document.activeElement !== layers) layers.value = String(u.layer);
     $("inside-unit-index").max = u.units - 1;
-    $("inside-unit-index").value = u.index;
+    if (document.activeElement !== $("inside-unit-index")) $("inside-unit-index").value = u.index;
     $("inside-unit-what").textContent = u.what;
     $("inside-unit-weights").appendChild(view(u.weights, null, "incoming weights"));
     $("inside-unit-grad").appendChild(view(u.grad, null, "their gradient"));
