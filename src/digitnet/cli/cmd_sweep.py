@@ -21,7 +21,7 @@ examples:
       --seeds 3 --jobs 2 --out sweeps/opt
   digitnet sweep --preset seed-002 --random lr=0.001:0.3:log --random batch_size=32:256 --trials 20 \\
       --out sweeps/random
-  digitnet sweep ... --backend dask --scheduler tcp://10.0.0.5:8786      # trials on a Dask cluster
+  digitnet sweep ... --backend dask --scheduler tcp://scheduler-host:8786      # trials on a Dask cluster
   digitnet report sweeps/opt                                           # the pictures and the table
 
 The sweep directory holds sweep.json (the settings), results.csv and results.json (one row per trial:
