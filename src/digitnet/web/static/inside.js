@@ -72,11 +72,12 @@
     const image = element("img");
     image.src = shown.src;
     image.alt = (label || "values") + " (" + (shown.note || "picture") + ")";
-    const zoom = Math.max(1, Math.min(8, Math.floor(320 / Math.max(shown.width, shown.height / 2))));
-    image.style.width = shown.width * zoom + "px";
+    const fit = 320 / Math.max(shown.width, shown.height / 2);     // about 320 px wide at most
+    const zoom = fit >= 2 ? Math.min(8, Math.floor(fit)) : Math.min(fit, 1.5);
+    image.style.width = Math.round(shown.width * zoom) + "px";
     if (!shown.tiles && shown.height * zoom < 60) {      // a few long rows (a weight matrix): taller rows
       image.style.width = "100%";
-      image.style.maxWidth = shown.width * zoom + "px";
+      image.style.maxWidth = Math.round(shown.width * zoom) + "px";
       image.style.height = Math.min(8 * shown.height, 80) + "px";
     }
     figure.appendChild(image);
