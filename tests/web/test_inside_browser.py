@@ -207,6 +207,7 @@ def test_drawing_in_the_inside_tab_updates_it_without_a_request_per_move(site):
     assert "explained in" in page.locator("#inside-status").inner_text()
     # the Draw tab read the same drawing meanwhile
     page.click('[data-tab="draw"]')
-    assert settled_label(page) == result["classes"][page.evaluate(
-        "() => Array.from(document.querySelectorAll('#probabilities li')).findIndex((li) => li.classList.contains('top'))")]
+    top = page.evaluate("() => Array.from(document.querySelectorAll('#probabilities li'))"
+                        ".findIndex((li) => li.classList.contains('top'))")
+    assert settled_label(page) == result["classes"][top]
     assert page.js_errors == []

@@ -3,9 +3,9 @@
 This module only draws what :func:`digitnet.explain.explain_image` recorded (formulas, arrays,
 statistics); it computes no network math. The text is put together from one function per part
 (:func:`forward_lines`, :func:`loss_lines`, :func:`backward_lines`, :func:`update_lines`, ...), which
-the web page's Inside tab shows as well, so the terminal and the page print the same numbers. Arrays are drawn as coloured cells (short vectors) or
-as embedded PNGs (images, feature maps, weight matrices, kernels), so the page needs no files and
-no network.
+the web page's Inside tab shows as well, so the terminal and the page print the same numbers. Arrays
+are drawn as coloured cells (short vectors) or as embedded PNGs (images, feature maps, weight matrices,
+kernels), so the page needs no files and no network.
 """
 
 from __future__ import annotations
