@@ -16,8 +16,9 @@ def register(subparsers) -> None:
         description="Serve a page where you draw a digit (mouse or touch) and watch the model read it "
         "live: probabilities, the 28x28 image it sees, its hidden layers. Its Train tab trains a new network "
         "in the server while you watch the curves and the first-layer weights (one job at a time; the Draw tab "
-        "then uses it). Also a JSON API: POST /api/predict, GET /api/model, GET /healthz, /api/train/*, "
-        "GET /openapi.json.",
+        "then uses it). Its Inside tab follows your drawing through the network, forward and backward, with the "
+        "numbers digitnet explain prints. Also a JSON API: POST /api/predict, POST /api/explain, GET /api/model, "
+        "GET /healthz, /api/train/*, GET /openapi.json.",
     )
     parser.add_argument("model", help="model file (.safetensors) or a run directory")
     parser.add_argument("--host", default="127.0.0.1",
