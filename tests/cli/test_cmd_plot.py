@@ -69,3 +69,16 @@ def test_unknown_kind_is_a_usage_error(small_run, capsys):
         main(["plot", "pie", str(small_run)])
     assert exit_info.value.code == 2
     assert "invalid choice: 'pie'" in capsys.readouterr().err
+
+
+def test_plot_sweep_draws_a_sweep_directory_and_refuses_anything_else(tmp_path):
+    from tests.viz.test_sweep import fake_sweep
+
+    sweep = fake_sweep(tmp_path / "sweep")
+    result = run_cli("plot", "sweep", sweep, "-o", tmp_path / "sweep.png")
+    assert result.returncode == 0, result.stderr
+    assert open_png((tmp_path / "sweep.png").read_bytes()).size[0] > 600
+    (tmp_path / "empty").mkdir()
+    result = run_cli("plot", "sweep", tmp_path / "empty", "-o", tmp_path / "no.png")
+    assert result.returncode == 2 and "is not a sweep directory" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "no.png").exists()
