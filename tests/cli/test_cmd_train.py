@@ -56,7 +56,7 @@ def test_help_names_each_preset_after_what_it_is():
     (["--arch", "784-x-10"], "bad architecture"),
     (["--lr", "-1"], "expected a finite number > 0"),
     (["--dropout", "1.5"], "fraction"),
-    (["--optimizer", "rmsprop"], "invalid choice"),
+    (["--optimizer", "lion"], "invalid choice"),
     (["--val-split", "2"], "fraction"),
     (["--kernels", "bogus"], "argument --kernels: invalid choice: 'bogus'"),
 ])
