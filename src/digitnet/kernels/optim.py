@@ -34,15 +34,8 @@ class BlockedUpdates:
         return fast
 
     def step(self, pairs: Pairs) -> None:
-        """Apply one update to every ``(param, grad)`` pair in place."""
-        if not self.state:
-            self.state = [{} for _ in pairs]
-        if len(self.state) != len(pairs):
-            from digitnet.errors import ConfigError
-
-            raise ConfigError(f"the optimizer holds state for {len(self.state)} parameters but was "
-                              f"given {len(pairs)}")
-        self.steps += 1
+        """Apply one update to every ``(param, grad)`` pair in place, large ones in blocks of rows."""
+        self.begin_step(pairs)
         for index, (param, grad) in enumerate(pairs):
             state = self.state[index]
             if param.size <= 4 * BLOCK_SIZE or param.ndim == 0:

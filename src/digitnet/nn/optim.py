@@ -46,14 +46,18 @@ class Optimizer:
 
     def step(self, pairs: Pairs) -> None:
         """Apply one update to every ``(param, grad)`` pair in place."""
+        self.begin_step(pairs)
+        for (param, grad), state in zip(pairs, self.state, strict=True):
+            self.update(param, grad, state)
+
+    def begin_step(self, pairs: Pairs) -> None:
+        """Count the step and make sure there is one state dict per parameter."""
         if not self.state:
             self.state = [{} for _ in pairs]
         if len(self.state) != len(pairs):
             raise ConfigError(f"the optimizer holds state for {len(self.state)} parameters but was "
                               f"given {len(pairs)}")
         self.steps += 1
-        for (param, grad), state in zip(pairs, self.state, strict=True):
-            self.update(param, grad, state)
 
     def update(self, param: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray]) -> None:
         raise NotImplementedError
