@@ -96,6 +96,23 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         handle.write(text)
 
 
+def read_json_object(path: str | os.PathLike, missing: str) -> dict:
+    """The JSON object in ``path``; ConfigError with ``missing`` if there is no such file, or if it is
+    not valid JSON or not an object."""
+    from digitnet.errors import ConfigError
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(missing) from None
+    except json.JSONDecodeError:
+        raise ConfigError(f"{path} is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} is not a JSON object")
+    return data
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON."""
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")

@@ -13,7 +13,6 @@ Both the CLI (``digitnet train``) and the Python API go through :func:`run_train
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from digitnet import __version__
-from digitnet.atomic import write_json
+from digitnet.atomic import read_json_object, write_json
 from digitnet.config import TrainConfig, seed_generators
 from digitnet.errors import ConfigError, ModelFileError
 from digitnet.kernels import resolve
@@ -160,15 +159,7 @@ def run_training(
 
 def read_run_config(run_dir: str | Path) -> TrainConfig:
     """The TrainConfig stored in ``run_dir/config.json``."""
-    path = Path(run_dir) / CONFIG_FILE
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{run_dir} is not a run directory (no {CONFIG_FILE})") from None
-    except json.JSONDecodeError:
-        raise ConfigError(f"{path} is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} is not a JSON object")
+    data = read_json_object(Path(run_dir) / CONFIG_FILE, f"{run_dir} is not a run directory (no {CONFIG_FILE})")
     data.pop("digitnet_version", None)
     return TrainConfig.from_dict(data)
 

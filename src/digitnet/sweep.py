@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 
 from digitnet import __version__
+from digitnet.atomic import read_json_object
 from digitnet.config import CONSTRAINTS, TrainConfig, config_field_names
 from digitnet.errors import ConfigError, DigitnetError, TrainingInterrupted
 
@@ -561,16 +562,7 @@ def read_results(sweep_dir: str | Path) -> list[dict[str, Any]]:
 
 def read_sweep(sweep_dir: str | Path) -> dict[str, Any]:
     """``sweep_dir/sweep.json``: the sweep's settings (ConfigError if it is not a sweep directory)."""
-    path = Path(sweep_dir) / SWEEP_FILE
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{sweep_dir} is not a sweep directory (no {SWEEP_FILE})") from None
-    except json.JSONDecodeError:
-        raise ConfigError(f"{path} is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} is not a JSON object")
-    return data
+    return read_json_object(Path(sweep_dir) / SWEEP_FILE, f"{sweep_dir} is not a sweep directory (no {SWEEP_FILE})")
 
 
 def is_sweep_dir(path: str | Path) -> bool:

@@ -256,12 +256,6 @@ def entry_of(obj: Any) -> Entry | None:
     return getattr(obj, "registry_entry", None)
 
 
-def build(kind: str, name: Any, **settings: Any) -> Any:
-    """A new instance of ``name`` of ``kind`` with ``settings`` (checked) and the name's fixed ones."""
-    found = entry(kind, name)
-    return found.target(**{**settings, **found.fixed})
-
-
 def catalogue() -> dict[str, list[dict[str, Any]]]:
     """The whole registry as JSON-ready lists, one per kind (what the web page's options read)."""
     load_all()
