@@ -1,0 +1,150 @@
+"""Where a training step's time goes, kernel by kernel, beside PyTorch's step on the same batches.
+
+    python benchmarks/profile_kernels.py cnn cnn-5x5 --steps 40
+    python benchmarks/profile_kernels.py mlp-seed-002 --threads 1 --json out.json
+
+For each benchmark configuration (``digitnet.bench.CONFIGS``, plus ``cnn-fast`` with Adam and
+``cnn-best``) it trains ``--steps`` batches through digitnet's Trainer with every layer's forward and
+backward, the loss, the optimizer step and the batch preparation wrapped in timers, then the same
+number of steps of the PyTorch twin (when torch is installed), and prints milliseconds per step per
+part. The two alternate in rounds so both see the same machine. The figures in docs/SPEED.md
+("Profile per kernel") come from this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from digitnet import bench  # noqa: E402
+from digitnet.kernels import threads as kernel_threads  # noqa: E402
+
+
+def _timed(table: dict[str, list[float]], name: str, fn):
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            table[name].append(time.perf_counter() - start)
+    return wrapper
+
+
+def instrument(trainer, table: dict[str, list[float]]) -> None:
+    """Wrap every layer's forward/backward (and the fused conv+pool pair), the loss and the optimizer."""
+    model = trainer.model
+    for index, layer in enumerate(model.layers):
+        label = f"{index}:{type(layer).__name__}"
+        layer.forward = _timed(table, f"{label} forward", layer.forward)
+        layer.backward = _timed(table, f"{label} backward", layer.backward)
+        for pair in ("forward_pooled", "backward_pooled"):
+            if hasattr(layer, pair):
+                setattr(layer, pair, _timed(table, f"{label}+pool {pair.split('_')[0]}", getattr(layer, pair)))
+    trainer.loss_fn.forward = _timed(table, "loss forward", trainer.loss_fn.forward)
+    trainer.optimizer.step = _timed(table, "optimizer step", trainer.optimizer.step)
+    trainer._step = _timed(table, "whole step", trainer._step)
+
+
+def digitnet_steps(config, train, steps: int, table: dict[str, list[float]]) -> float:
+    """Run ``steps`` batches (after 5 warm-up batches); returns seconds per step (batch preparation included)."""
+    from digitnet.training import build_trainer
+
+    trainer = build_trainer(config, train.head((steps + 5) * config.batch_size), log=lambda message: None)
+    trainer.record_grad_norms = True
+    with trainer.epoch_context():
+        trainer._begin_epoch()
+        batches = trainer._batches()
+        for _ in range(5):
+            b, x, y = next(batches)
+            trainer._step(x, y, b, 0.01)
+        instrument(trainer, table)
+        start = time.perf_counter()
+        for _ in range(steps):
+            b, x, y = next(batches)
+            trainer._step(x, y, b, 0.01)
+        return (time.perf_counter() - start) / steps
+
+
+def torch_steps(bench_config, train, test, steps: int) -> float | None:
+    try:
+        run = bench.TorchRun(bench_config, train.head((steps + 5) * bench_config.batch_size), test.head(10))
+    except Exception:                                       # no torch: digitnet alone
+        return None
+    torch, net, optimizer = run.torch, run.net, run.optimizer
+    loss_fn = torch.nn.functional.cross_entropy
+    order = torch.arange(len(run.y))
+    times = []
+    for number, start in enumerate(range(0, len(order), run.batch_size)):
+        t0 = time.perf_counter()
+        idx = order[start:start + run.batch_size]
+        x, y = run.x[idx], run.y[idx]
+        optimizer.zero_grad(set_to_none=True)
+        outputs = net(x)
+        loss = loss_fn(outputs, y)
+        loss.backward()
+        optimizer.step()
+        loss.item()
+        if number >= 5:
+            times.append(time.perf_counter() - t0)
+    return sum(times) / len(times)
+
+
+def config_named(name: str):
+    """(TrainConfig, BenchConfig or None) for a bench configuration or a preset."""
+    if name in bench.CONFIGS:
+        return bench.train_config(bench.CONFIGS[name]), bench.CONFIGS[name]
+    from digitnet.config import load_preset
+
+    return load_preset(name), None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("configs", nargs="+", help="bench configurations (mlp-seed-002, mlp-800, cnn, cnn-5x5, "
+                                                   "cnn-fast, cnn-best)")
+    parser.add_argument("--steps", type=int, default=40, help="timed batches per round (default 40)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of digitnet then PyTorch (default 2)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    train, test = bench.load_data(bench.CONFIGS["cnn"], quick=False)
+    report = {}
+    for name in args.configs:
+        config, bench_config = bench_configs(name)
+        table: dict[str, list[float]] = defaultdict(list)
+        ours, theirs = [], []
+        for _ in range(args.rounds):
+            ours.append(digitnet_steps(config, train, args.steps, table))
+            if bench_config is not None:
+                value = torch_steps(bench_config, train, test, args.steps)
+                if value is not None:
+                    theirs.append(value)
+        step_ms = statistics.median(ours) * 1e3
+        print(f"\n{name}: digitnet {step_ms:.1f} ms/step" +
+              (f", PyTorch {statistics.median(theirs) * 1e3:.1f} ms/step "
+               f"({statistics.median(ours) / statistics.median(theirs):.2f}x)" if theirs else ""))
+        parts = {part: statistics.median(times) * 1e3 * len(times) / (args.steps * args.rounds)
+                 for part, times in table.items()}
+        for part, ms in parts.items():
+            print(f"  {part:36s} {ms:8.2f} ms  {ms / step_ms:6.1%}")
+        report[name] = {"digitnet_ms": step_ms, "torch_ms": statistics.median(theirs) * 1e3 if theirs else None,
+                        "parts_ms": parts, "threads": getattr(kernel_threads, "thread_count", lambda: 1)(),
+                        "cores": os.cpu_count()}
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    return 0
+
+
+def bench_configs(name: str):
+    return config_named(name)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,154 @@
+"""A parallel map for kernels: the same operation on disjoint parts of an array, on all the cores.
+
+NumPy releases the GIL inside its element-wise loops and its BLAS calls, so the same operation on two
+halves of a batch, run in two threads, runs on two cores. :class:`Workers` is a small persistent pool
+(``threads - 1`` worker threads plus the calling thread) that every kernel of a model shares.
+
+Three rules keep runs reproducible whatever the thread count:
+
+- **Parts write disjoint slices.** Each part of an element-wise pass, a copy or a product owns its
+  rows of the output; nothing is written by two parts.
+- **How a product or a reduction is cut depends on the shapes only** (:func:`product_parts`), never on
+  the thread count; the threads only decide who runs each part, and one thread runs the same parts in
+  order. A sum over parts (a weight gradient summed over the batch) is added up by the caller in part
+  order. So one, two or eight threads give bit-identical numbers. Element-wise passes give the same
+  numbers however they are cut, so they are cut by the thread count (:meth:`Workers.split`).
+- **BLAS runs on one thread** while a model trains with the workers
+  (:func:`digitnet.kernels.threads.blas_threads_for`): the workers are the parallelism, and a BLAS
+  thread pool beside them would oversubscribe the cores (and BLAS's own thread count changes the
+  last bits of some products).
+
+Small arrays are not split: handing a part to another thread costs tens of microseconds, more than a
+pass over a few kilobytes (``MIN_PART_BYTES``, ``MIN_PART_FLOPS``). The thread count is a setting:
+``threads`` arguments, ``digitnet train --threads N`` and ``$DIGITNET_THREADS``; the default is the
+number of cores this process may run on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from digitnet.errors import ConfigError
+
+ENV_VAR = "DIGITNET_THREADS"
+#: an element-wise pass over fewer bytes than this per part runs in one piece
+MIN_PART_BYTES = 1 << 18
+#: a product of fewer multiply-adds than this per part runs in one piece
+MIN_PART_FLOPS = 4e6
+#: products and reductions big enough to split are cut in this many parts (a shape-only rule, see above)
+PRODUCT_PARTS = 2
+
+Part = TypeVar("Part")
+
+
+def available_cores() -> int:
+    """The number of cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):          # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_threads(threads: int | str | None = None) -> int:
+    """The thread count: ``threads`` if given, else ``$DIGITNET_THREADS``, else :func:`available_cores`.
+
+    Raises:
+        ConfigError: not a whole number of at least 1 (saying when it came from the environment).
+    """
+    where = ""
+    if threads is None or threads == "":
+        threads = os.environ.get(ENV_VAR) or None
+        if threads is None:
+            return available_cores()
+        where = f" (from ${ENV_VAR})"
+    try:
+        count = int(str(threads).strip())
+    except ValueError:
+        raise ConfigError(f"threads must be a whole number >= 1, got {threads!r}{where}") from None
+    if count < 1:
+        raise ConfigError(f"threads must be a whole number >= 1, got {threads!r}{where}")
+    return count
+
+
+def split(length: int, parts: int) -> list[slice]:
+    """``parts`` contiguous slices of ``range(length)`` of near-equal size (none empty; fewer if short)."""
+    parts = max(1, min(parts, length))
+    bounds = [length * i // parts for i in range(parts + 1)]
+    return [slice(bounds[i], bounds[i + 1]) for i in range(parts)]
+
+
+def product_parts(rows: int, flops: float) -> list[slice]:
+    """How a product (or a reduction) of ``rows`` independent rows and ``flops`` multiply-adds is cut:
+    :data:`PRODUCT_PARTS` slices if each part keeps at least MIN_PART_FLOPS, else one. Shapes only."""
+    if rows >= PRODUCT_PARTS and flops >= PRODUCT_PARTS * MIN_PART_FLOPS:
+        return split(rows, PRODUCT_PARTS)
+    return [slice(0, rows)]
+
+
+class Workers:
+    """A pool of ``threads - 1`` worker threads plus the calling thread, created on first use.
+
+    ``run(fn, parts)`` calls ``fn(part)`` for every part, the parts dealt round-robin to the threads
+    (the caller takes the first), waits for all of them and returns the results in part order. An
+    exception in any part is raised in the caller after every part has finished.
+    """
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = resolve_threads(threads)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __repr__(self) -> str:
+        return f"Workers(threads={self.threads})"
+
+    def __getstate__(self) -> dict[str, Any]:     # a pool cannot be copied or pickled: start a new one
+        return {"threads": self.threads, "_pool": None}
+
+    def split(self, length: int, nbytes: int) -> list[slice]:
+        """Slices of ``range(length)`` for an element-wise pass over ``nbytes``: one per thread, each of
+        at least MIN_PART_BYTES (so small arrays stay whole)."""
+        by_size = max(1, int(nbytes // MIN_PART_BYTES))
+        return split(length, min(self.threads, by_size))
+
+    def run(self, fn: Callable[[Part], Any], parts: Sequence[Part]) -> list[Any]:
+        """``[fn(part) for part in parts]``, spread over the threads (see the class docstring)."""
+        if self.threads == 1 or len(parts) < 2:
+            return [fn(part) for part in parts]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="digitnet")
+        lanes = min(self.threads, len(parts))
+
+        def lane(start: int) -> list[Any]:
+            return [fn(parts[i]) for i in range(start, len(parts), lanes)]
+
+        futures = [self._pool.submit(lane, start) for start in range(1, lanes)]
+        try:
+            mine = lane(0)
+        finally:
+            others = [future.result() if future.exception() is None else future for future in futures]
+        for other in others:
+            if not isinstance(other, list):
+                raise other.exception()
+        results: list[Any] = [None] * len(parts)
+        for start, values in enumerate([mine, *others]):
+            results[start::lanes] = values
+        return results
+
+    def each(self, fn: Callable[[slice], Any], length: int, nbytes: int) -> None:
+        """``fn(rows)`` for the slices of :meth:`split`: an element-wise pass over ``length`` rows."""
+        self.run(fn, self.split(length, nbytes))
+
+    def close(self) -> None:
+        """Stop the worker threads (a later ``run`` starts new ones)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+#: the one-thread workers every kernel starts with, until :func:`digitnet.kernels.speed_up` hands out its own
+SERIAL = Workers(1)
+
+__all__ = ["ENV_VAR", "MIN_PART_BYTES", "MIN_PART_FLOPS", "PRODUCT_PARTS", "SERIAL", "Workers", "available_cores",
+           "product_parts", "resolve_threads", "split"]
