@@ -157,7 +157,7 @@ def test_kernels_choice(monkeypatch):
         Classifier((16,), kernels="gpu").fit(X, y)
     returned = []
 
-    def speed_up(model, loss_fn, optimizer):
+    def speed_up(model, loss_fn, optimizer, threads=None):
         returned.append(Sequential(model.layers, input_shape=model.input_shape, rng=model.rng))
         return returned[-1], loss_fn, optimizer
 

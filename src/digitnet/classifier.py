@@ -87,6 +87,8 @@ class Classifier:
             for the validation curves and ``early_stopping``; ``seed`` makes ``fit`` deterministic.
         kernels: "fast" or "reference" (the textbook layers of digitnet.nn); None reads
             ``$DIGITNET_KERNELS``, else fast. How the network computes, not what it is.
+        threads: how many threads the kernels run on; None reads ``$DIGITNET_THREADS``, else every
+            core. The fitted weights are the same for any count (with the fast kernels).
         verbose: print one line per epoch.
 
     Attributes after ``fit``: ``classes_``, ``n_features_in_``, ``config_`` (the resolved TrainConfig),
@@ -102,7 +104,8 @@ class Classifier:
                  step_size: float | None = None, gamma: float | None = None, min_lr: float | None = None,
                  clip_norm: float | None = None, val_split: float | None = None,
                  early_stopping: int | None = None, augment: dict | None = None, on_divergence: str | None = None,
-                 seed: int | None = None, kernels: str | None = None, verbose: bool = False) -> None:
+                 seed: int | None = None, kernels: str | None = None, threads: int | None = None,
+                 verbose: bool = False) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.preset = preset
         self.activation = activation
@@ -130,6 +133,7 @@ class Classifier:
         self.on_divergence = on_divergence
         self.seed = seed
         self.kernels = kernels
+        self.threads = threads
         self.verbose = verbose
 
     # -- scikit-learn's estimator protocol ---------------------------------------------------------
@@ -286,9 +290,10 @@ class Classifier:
     # -- training ------------------------------------------------------------------------------------
     def _start(self, X: np.ndarray, classes: np.ndarray) -> TrainConfig:
         """Reset the fitted state for data with these features and classes; returns the config to train."""
-        from digitnet.kernels import resolve
+        from digitnet.kernels import resolve, resolve_threads
 
         resolve(self.kernels)  # a bad choice fails before training
+        resolve_threads(self.threads)
         if len(classes) < 2:
             raise InputError(f"y has only one class ({classes[0]!r}): a classifier needs at least two classes")
         self.classes_ = classes
@@ -319,7 +324,7 @@ class Classifier:
                 raise ConfigError("early_stopping needs validation data: set val_split or pass validation_data")
             callbacks.insert(0, EarlyStopping(patience=config.early_stopping))
         trainer = build_trainer(config, train, val, kernels=self.kernels, callbacks=callbacks,
-                                log=None if self.verbose else (lambda message: None))
+                                log=None if self.verbose else (lambda message: None), threads=self.threads)
         self.model_ = trainer.model  # with the fast kernels, the object speed_up returned
         self.history_ = trainer.run()
         self._partial = (trainer.loss_fn, trainer.optimizer, trainer.rng)
@@ -352,6 +357,7 @@ class Classifier:
         as in scikit-learn, and starts a new network. The learning rate is ``lr``, constant (schedules
         and warm-up apply to ``fit``).
         """
+        from digitnet.kernels import resolve_threads
         from digitnet.kernels.threads import blas_threads_for
         from digitnet.training import Trainer
 
@@ -372,7 +378,7 @@ class Classifier:
         trainer = Trainer(model, loss_fn, optimizer, (X, self._encode(y)), epochs=1, batch_size=batch, rng=rng,
                           augment=build_augment(config), clip_norm=config.clip_norm,
                           on_divergence=config.on_divergence, log=lambda message: None,
-                          epoch_context=lambda: blas_threads_for(model, batch))
+                          epoch_context=lambda: blas_threads_for(model, batch, resolve_threads(self.threads)))
         history = trainer.run()
         if first or getattr(self, "history_", None) is None:
             self.history_ = history
@@ -395,12 +401,12 @@ class Classifier:
                 parts = build_parts(config, rngs)
                 model, loss_fn, optimizer = parts.model, parts.loss, parts.optimizer
                 if engine.resolve(self.kernels) == "fast":
-                    model, loss_fn, optimizer = engine.speed_up(model, loss_fn, optimizer)
+                    model, loss_fn, optimizer = engine.speed_up(model, loss_fn, optimizer, threads=self.threads)
                 self.model_ = model
             else:
                 loss_fn, optimizer = build_loss(config), build_optimizer(config)
                 if engine.resolve(self.kernels) == "fast":
-                    _, loss_fn, optimizer = engine.speed_up(None, loss_fn, optimizer)
+                    _, loss_fn, optimizer = engine.speed_up(None, loss_fn, optimizer, threads=self.threads)
             self._partial = (loss_fn, optimizer, rngs["data"])
         return self._partial
 
@@ -490,6 +496,7 @@ class Classifier:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         saved = state.pop("_model_state", None)
+        state.setdefault("threads", None)             # pickled before the setting existed
         self.__dict__.update(state)
         if saved is not None:
             from digitnet.kernels import resolve, speed_up
@@ -498,4 +505,4 @@ class Classifier:
             architecture, weights = saved
             model = Sequential.from_config(architecture)
             model.load_state_dict(weights)
-            self.model_ = speed_up(model)[0] if resolve(self.kernels) == "fast" else model
+            self.model_ = speed_up(model, threads=self.threads)[0] if resolve(self.kernels) == "fast" else model

@@ -24,7 +24,7 @@ from digitnet import __version__
 from digitnet.atomic import read_json_object, write_json
 from digitnet.config import TrainConfig, seed_generators
 from digitnet.errors import ConfigError, ModelFileError
-from digitnet.kernels import resolve
+from digitnet.kernels import resolve, resolve_threads
 from digitnet.training import Callback
 
 CONFIG_FILE = "config.json"
@@ -82,6 +82,7 @@ def run_training(
     log: Callable[[str], None] | None = None,
     callbacks: list | None = None,
     kernels: str | None = None,
+    threads: int | None = None,
 ) -> RunResult:
     """Train as ``config`` says, writing the run directory ``out_dir``; returns the result.
 
@@ -90,7 +91,8 @@ def run_training(
     With ``handle_signals`` Ctrl-C/SIGTERM stop after the current batch with a checkpoint
     (raising :class:`~digitnet.errors.TrainingInterrupted`).
     ``kernels`` ("fast", "reference", None for ``$DIGITNET_KERNELS`` or fast) is how the steps are
-    computed, not what is trained: it is not part of the config.
+    computed, not what is trained: it is not part of the config. Nor is ``threads`` (None for
+    ``$DIGITNET_THREADS`` or the cores): with the kernels, any thread count gives the same weights.
     """
     from digitnet.io import save_model
     from digitnet.training import Checkpoint, EarlyStopping, ProgressBar, evaluate, graceful_interrupts
@@ -101,6 +103,7 @@ def run_training(
     # A bad setting fails fast, before loading data or creating the run directory: everything the
     # config names is built once here (and again, identically, by build_trainer below).
     resolve(kernels)
+    resolve_threads(threads)
     build_parts(config)
     rngs = seed_generators(config.seed)
     train, val, test = load_training_data(config, rngs["split"])
@@ -117,7 +120,7 @@ def run_training(
     if not quiet:
         cbs.append(ProgressBar() if progress else ProgressBar(tty=False))  # off a TTY: a line per epoch
     cbs.extend(callbacks or [])
-    trainer = build_trainer(config, train, val, kernels=kernels, callbacks=cbs, log=log, rngs=rngs)
+    trainer = build_trainer(config, train, val, kernels=kernels, callbacks=cbs, log=log, rngs=rngs, threads=threads)
     model, loss_fn = trainer.model, trainer.loss_fn
     trainer.checkpoint_path = out_dir / CHECKPOINT_FILE
     if resume:

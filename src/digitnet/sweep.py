@@ -360,7 +360,7 @@ def _file_digest(path: Path) -> str:
 def run_trial(config: dict[str, Any], kernels: str) -> dict[str, Any]:
     """Train one trial where this function runs (a joblib or Dask worker, or this process).
 
-    A pure function of its arguments: BLAS on one thread (threadpoolctl), the given ``kernels``, the
+    A pure function of its arguments: one thread for BLAS (threadpoolctl) and the kernels, the given ``kernels``, the
     data found through the usual lookup, a temporary run directory. Returns ``{"status": "ok" or
     "diverged", "error", "metrics", "history", "files": {name: bytes}, "weights_sha256", "seconds",
     "worker"}``; the caller writes the files. Errors other than divergence propagate.
@@ -376,7 +376,8 @@ def run_trial(config: dict[str, Any], kernels: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="digitnet-trial-") as tmp, threadpool_limits(1):
         folder = Path(tmp)
         try:
-            result = run_training(cfg, folder, quiet=True, progress=False, kernels=kernels, log=lambda m: None)
+            result = run_training(cfg, folder, quiet=True, progress=False, kernels=kernels, threads=1,
+                                  log=lambda m: None)
             metrics = result.metrics
             digest = _file_digest(folder / MODEL_FILE)
         except DivergenceError as exc:

@@ -30,7 +30,7 @@ def spy_speed_up(monkeypatch):
     """speed_up returns a new Sequential over the same layers (as the real one may); records its calls."""
     calls = []
 
-    def speed_up(model, loss_fn, optimizer):
+    def speed_up(model, loss_fn, optimizer, threads=None):
         faster = Sequential(model.layers, input_shape=model.input_shape, rng=model.rng)
         calls.append((model, faster))
         return faster, loss_fn, optimizer

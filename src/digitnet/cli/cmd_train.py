@@ -90,6 +90,9 @@ def register(subparsers) -> None:
     p("--kernels", choices=["fast", "reference"],
       help="reference: the readable textbook layers in digitnet/nn; fast: the tuned kernels (default, or "
       "$DIGITNET_KERNELS)")
+    p("--threads", type=positive_int, metavar="N",
+      help="threads the kernels run on (default: $DIGITNET_THREADS, else every core); the weights are the "
+      "same for any N")
     parser.set_defaults(func=run)
 
 
@@ -118,14 +121,14 @@ def run(args) -> int:
         if given:
             raise ConfigError(f"--resume continues a run with its own settings; drop {', '.join(given)}")
         result = resume_training(args.resume, progress=not args.no_progress, handle_signals=True,
-                                 kernels=args.kernels)
+                                 kernels=args.kernels, threads=args.threads)
     else:
         config = resolve_config(args)
         if args.batch_size is not None and args.batch_size < 0:
             raise ConfigError("--batch-size must be >= 0")
         out = Path(args.out) if args.out else Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         result = run_training(config, out, progress=not args.no_progress, handle_signals=True,
-                              kernels=args.kernels)
+                              kernels=args.kernels, threads=args.threads)
     m = result.metrics
     print(f"test accuracy: {m['test_accuracy'] * 100:.2f}% (loss {m['test_loss']:.4f}) on "
           f"{m['test_count']:,} test images; training took {m['train_seconds']:.1f} s")

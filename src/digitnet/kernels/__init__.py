@@ -7,7 +7,9 @@ equal to its reference. :func:`speed_up` swaps them in::
     model, loss, optimizer = speed_up(model, loss, optimizer)
 
 The returned objects share the parameter arrays with the ones passed in, and the model's config and
-model file are the same either way. A class without a kernel (a new activation, say) is used as it
+model file are the same either way. ``speed_up(..., threads=N)`` gives every kernel the same
+:class:`~digitnet.kernels.parallel.Workers`, which spread the passes over N threads with bit-identical
+results for any N (see :mod:`digitnet.kernels.parallel`). A class without a kernel (a new activation, say) is used as it
 is. Training uses the kernels by default; ``resolve("reference")``, ``digitnet train --kernels
 reference`` or ``DIGITNET_KERNELS=reference`` run the textbook layers alone. NumPy-specific
 machinery lives only here, so another backend would be another set of kernels.
@@ -20,13 +22,15 @@ from typing import Any
 
 from digitnet.errors import ConfigError
 from digitnet.kernels import activations, batchnorm, conv, dense, losses, optim, pooling  # noqa: F401  (register)
+from digitnet.kernels.parallel import Workers, resolve_threads
 from digitnet.kernels.registry import KERNELS
 from digitnet.kernels.sequential import FastSequential
 
 CHOICES = ("fast", "reference")
 ENV_VAR = "DIGITNET_KERNELS"
 
-__all__ = ["CHOICES", "ENV_VAR", "KERNELS", "FastSequential", "fast_twin", "resolve", "speed_up"]
+__all__ = ["CHOICES", "ENV_VAR", "KERNELS", "FastSequential", "Workers", "fast_twin", "resolve", "resolve_threads",
+           "speed_up"]
 
 
 def resolve(kernels: str | None = None) -> str:
@@ -51,14 +55,21 @@ def fast_twin(obj: Any) -> Any:
     return kernel.adopt(obj) if kernel is not None else obj
 
 
-def speed_up(model: Any, loss_fn: Any = None, optimizer: Any = None) -> tuple[Any, Any, Any]:
+def speed_up(model: Any, loss_fn: Any = None, optimizer: Any = None, threads: int | None = None
+             ) -> tuple[Any, Any, Any]:
     """``(model, loss_fn, optimizer)`` with their kernels swapped in (``None`` stays ``None``).
 
     The model becomes a :class:`FastSequential` of kernels that share the parameters, gradients and
-    buffers of the given model's layers.
+    buffers of the given model's layers. The model's kernels and the optimizer share one
+    :class:`Workers` of ``threads`` threads (None: ``$DIGITNET_THREADS``, else the cores).
     """
-    if model is not None and not isinstance(model, FastSequential):
-        model = FastSequential([fast_twin(layer) for layer in model.layers], model.input_shape, model.rng)
-    return (model,
-            fast_twin(loss_fn) if loss_fn is not None else None,
-            fast_twin(optimizer) if optimizer is not None else None)
+    workers = Workers(threads)
+    if model is not None:
+        if not isinstance(model, FastSequential):
+            model = FastSequential([fast_twin(layer) for layer in model.layers], model.input_shape, model.rng)
+        model.use_workers(workers)
+    if optimizer is not None:
+        optimizer = fast_twin(optimizer)
+        if hasattr(optimizer, "workers"):
+            optimizer.workers = workers
+    return model, fast_twin(loss_fn) if loss_fn is not None else None, optimizer

@@ -1,4 +1,8 @@
-"""The fast twins of the activations: every pass in place, masks and derivatives in reused buffers."""
+"""The fast twins of the activations: every pass in place, masks and derivatives in reused buffers.
+
+The element-wise ones run on the model's workers, each thread on its own rows of the batch
+(:meth:`~digitnet.kernels.parallel.Workers.each`: large arrays only).
+"""
 
 from __future__ import annotations
 
@@ -17,16 +21,20 @@ class FastReLU(Buffered, ReLU):
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         y = self.output_buffer("y", x.shape, x.dtype, training)
-        np.maximum(x, 0, out=y)
+        self.workers.each(lambda rows: np.maximum(x[rows], 0, out=y[rows]), len(x), x.nbytes)
         self.y = y
         return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         # y > 0 exactly where x > 0, so the kept output gives the mask; multiplying by a boolean
         # array beats np.copyto(..., where=mask) and needs no new array.
-        mask = self.work_buffer("mask", self.y.shape, np.dtype(bool))
-        np.greater(self.y, 0, out=mask)
-        np.multiply(grad_out, mask, out=grad_out)
+        y, mask = self.y, self.work_buffer("mask", self.y.shape, np.dtype(bool))
+
+        def rows_of(rows: slice) -> None:
+            np.greater(y[rows], 0, out=mask[rows])
+            np.multiply(grad_out[rows], mask[rows], out=grad_out[rows])
+
+        self.workers.each(rows_of, len(y), y.nbytes)
         return grad_out
 
 

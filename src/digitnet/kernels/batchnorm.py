@@ -1,10 +1,16 @@
-"""The fast twin of BatchNorm: the normalised values and the input gradient in reused buffers."""
+"""The fast twin of BatchNorm: the normalised values and the input gradient in reused buffers.
+
+Every statistic is per feature (channel), so a training step runs by parts of the features on the
+workers: each part computes the sums, the normalisation and the gradients of its own channels. The
+parts depend on the shapes only, so the sums come out the same for any thread count.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from digitnet.kernels.buffers import Buffered
+from digitnet.kernels.parallel import product_parts
 from digitnet.kernels.registry import kernel_for
 from digitnet.nn.batchnorm import BatchNorm
 
@@ -36,17 +42,27 @@ class FastBatchNorm(Buffered, BatchNorm):
             self._x_hat = None
             return y
         count = x3.shape[0] * x3.shape[2]
-        mean = x3.sum(axis=(0, 2)) / count
         x_hat = self.work_buffer("x_hat", x3.shape, dtype)
-        np.subtract(x3, mean[:, None], out=x_hat)                        # centred
-        var = np.einsum("bfs,bfs->f", x_hat, x_hat) / count               # no squared temporary
-        inv_std = 1.0 / np.sqrt(var + dtype.type(self.eps))
-        x_hat *= inv_std[:, None]
-        np.multiply(x_hat, gamma, out=y3)
-        y3 += beta
+        mean, var, inv_std = (np.empty(x3.shape[1], dtype) for _ in range(3))
+
+        def features(f: slice) -> None:
+            mean[f] = x3[:, f].sum(axis=(0, 2)) / count
+            np.subtract(x3[:, f], mean[f, None], out=x_hat[:, f])                  # centred
+            var[f] = np.einsum("bfs,bfs->f", x_hat[:, f], x_hat[:, f]) / count     # no squared temporary
+            inv_std[f] = 1.0 / np.sqrt(var[f] + dtype.type(self.eps))
+            x_hat[:, f] *= inv_std[f, None]
+            np.multiply(x_hat[:, f], gamma[f], out=y3[:, f])
+            y3[:, f] += beta[f]
+
+        self.workers.run(features, self._parts(x3))
         self._x_hat, self._inv_std, self._count = x_hat, inv_std, count
         self._update_running(mean, var, count)
         return y
+
+    @staticmethod
+    def _parts(x3: np.ndarray) -> list[slice]:
+        """Parts of the features for a pass over ``x3 [B, F, S]`` (a few passes per element)."""
+        return product_parts(x3.shape[1], 4.0 * x3.size)
 
     def _update_running(self, mean: np.ndarray, var: np.ndarray, count: int) -> None:
         momentum = self.momentum
@@ -60,20 +76,23 @@ class FastBatchNorm(Buffered, BatchNorm):
         if self._x_hat is None:
             raise RuntimeError("BatchNorm.backward needs a forward(x, training=True) first")
         g3 = grad_out.reshape(self._x_hat.shape)
-        x_hat = self._x_hat
-        grad_beta = g3.sum(axis=(0, 2))
-        grad_gamma = np.einsum("bfs,bfs->f", g3, x_hat)
-        self.grads["beta"][...] = grad_beta
-        self.grads["gamma"][...] = grad_gamma
-        if not self.compute_input_grad:
-            return None
-        count = self._count
+        x_hat, count = self._x_hat, self._count
+        grad_beta, grad_gamma = self.grads["beta"], self.grads["gamma"]
         gamma = self.params["gamma"].astype(g3.dtype, copy=False)
         scale = (gamma * self._inv_std)[:, None]
-        # dx = gamma*inv_std * (g - grad_beta/n - x_hat * grad_gamma/n), in place in grad_out
-        grad_in = self.work_buffer("grad_in", x_hat.shape, g3.dtype)
-        np.multiply(x_hat, (grad_gamma / count)[:, None], out=grad_in)
-        np.subtract(g3, grad_in, out=grad_in)
-        grad_in -= (grad_beta / count)[:, None]
-        grad_in *= scale
-        return grad_in.reshape(grad_out.shape)
+        grad_in = self.work_buffer("grad_in", x_hat.shape, g3.dtype) if self.compute_input_grad else None
+
+        def features(f: slice) -> None:
+            grad_beta[f] = g3[:, f].sum(axis=(0, 2))
+            grad_gamma[f] = np.einsum("bfs,bfs->f", g3[:, f], x_hat[:, f])
+            if grad_in is None:
+                return
+            # dx = gamma*inv_std * (g - grad_beta/n - x_hat * grad_gamma/n)
+            part = grad_in[:, f]
+            np.multiply(x_hat[:, f], (grad_gamma[f] / count)[:, None], out=part)
+            np.subtract(g3[:, f], part, out=part)
+            part -= (grad_beta[f] / count)[:, None]
+            part *= scale[f]
+
+        self.workers.run(features, self._parts(x_hat))
+        return None if grad_in is None else grad_in.reshape(grad_out.shape)

@@ -10,19 +10,27 @@ Two conventions keep a training step free of large allocations:
 
 ``compute_input_grad = False`` (set by :class:`~digitnet.kernels.sequential.FastSequential` on the
 first layers of a model) skips ``dL/dx``, which nobody needs for the input images.
+
+``workers`` (:class:`~digitnet.kernels.parallel.Workers`) spreads a kernel's passes over the cores;
+:func:`~digitnet.kernels.speed_up` gives every kernel of a model the same workers. A part that needs
+scratch space of its own takes a :meth:`Buffered.lane_buffer`, one per thread.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
+
+from digitnet.kernels.parallel import SERIAL, Workers
 
 
 class Buffered:
     """Mixin for kernels: work buffers, and :meth:`adopt` to become the fast twin of a reference object."""
 
     compute_input_grad = True
+    workers: Workers = SERIAL
 
     @classmethod
     def adopt(cls, reference: Any) -> Any:
@@ -44,6 +52,10 @@ class Buffered:
             buf = np.empty(shape, dtype=dtype)
             self._work[name] = buf
         return buf
+
+    def lane_buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """:meth:`work_buffer` private to the calling thread: scratch space for one part of a parallel pass."""
+        return self.work_buffer(f"{name}@{threading.get_ident()}", shape, dtype)
 
     def output_buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype, training: bool) -> np.ndarray:
         """Reused buffer in training mode, fresh array in inference mode (see the module docstring)."""

@@ -23,6 +23,10 @@ All scratch arrays are work buffers reused across batches; ``dL/dx`` is skipped 
 processed in chunks so the scratch arrays stay small (a 2,048-image prediction batch would otherwise
 need a 1.3 GB patch matrix). A first convolution and the 2x2 max pooling after it can also train
 together, chunk by chunk (:meth:`FastConv2D.forward_pooled`).
+
+Every step runs on the model's workers (:mod:`digitnet.kernels.parallel`): copies, transforms and
+products by parts of the batch (or of the frequencies, or of the output channels of ``dL/dW``), each
+part writing only its own rows, so that no part sums over another's.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from digitnet.errors import ConfigError
 from digitnet.kernels.buffers import Buffered
 from digitnet.kernels.fourier import FourierPlan
+from digitnet.kernels.parallel import product_parts
 from digitnet.kernels.registry import kernel_for
 from digitnet.nn.base import Layer
 from digitnet.nn.conv import Conv2D
@@ -104,18 +109,24 @@ class FastConv2D(Buffered, Conv2D):
         bias = self.params["bias"].astype(y.dtype, copy=False)
         x_pad = self._padded_input(x, y.dtype, prefix)
         cols = self._im2col(x_pad, out_h, out_w, prefix)
+        parts = product_parts(batch, 2.0 * y.size * w_mat.shape[1])          # by images
         if cols.ndim == 3:
             # C_in = 1: cols is [K + 1, B, H_out*W_out] whose last row is ones, so with the bias as
             # an extra column of W_mat one product per image writes y (NCHW) bias included
-            np.matmul(self._weights_with_bias(y.dtype), cols.transpose(1, 0, 2), out=y.reshape(batch, out_channels, -1))
+            w_bias, y_3d = self._weights_with_bias(y.dtype), y.reshape(batch, out_channels, -1)
+            self.workers.run(lambda b: np.matmul(w_bias, cols[:, b].transpose(1, 0, 2), out=y_3d[b]), parts)
         else:
             # y_mat = W_mat @ cols.T is channel-major [C_out, P]; the bias goes onto its contiguous
             # rows, then one copy moving runs of H_out*W_out floats makes it NCHW
-            y_mat = self.work_buffer(prefix + "y_mat", (out_channels, batch * out_h * out_w), y.dtype)
-            np.matmul(w_mat, cols.T, out=y_mat)
-            y_mat += bias[:, None]
-            np.copyto(y.reshape(batch, out_channels, -1),
-                      y_mat.reshape(out_channels, batch, -1).transpose(1, 0, 2))
+            y_mat = self.work_buffer(prefix + "y_mat", (out_channels, batch, out_h * out_w), y.dtype)
+            cols_4d = cols.reshape(batch, out_h * out_w, -1)
+
+            def images(b: slice) -> None:
+                np.matmul(w_mat, cols_4d[b].reshape(-1, cols.shape[1]).T, out=y_mat[:, b].reshape(out_channels, -1))
+                y_mat[:, b] += bias[:, None, None]
+                np.copyto(y[b].reshape(-1, out_channels, out_h * out_w), y_mat[:, b].transpose(1, 0, 2))
+
+            self.workers.run(images, parts)
         return {"algorithm": "im2col", "x_shape": x.shape, "cols": cols}
 
     def _weights_with_bias(self, dtype: np.dtype) -> np.ndarray:
@@ -140,7 +151,8 @@ class FastConv2D(Buffered, Conv2D):
         x_pad = self.work_buffer(name, shape, dtype)
         if fresh:
             x_pad.fill(0)
-        x_pad[:, pad_h:pad_h + height, pad_w:pad_w + width, :] = x.transpose(0, 2, 3, 1)
+        interior = x_pad[:, pad_h:pad_h + height, pad_w:pad_w + width, :]
+        self.workers.each(lambda b: np.copyto(interior[b], x[b].transpose(0, 2, 3, 1)), batch, x.nbytes)
         return x_pad
 
     def _im2col(self, x_pad: np.ndarray, out_h: int, out_w: int, prefix: str) -> np.ndarray:
@@ -159,10 +171,12 @@ class FastConv2D(Buffered, Conv2D):
             cols_t = self.work_buffer(name, shape, x_pad.dtype)
             if old is None or old.shape != shape or old.dtype != x_pad.dtype:
                 cols_t[-1] = 1                # the row of ones that carries the bias; never overwritten
-            np.copyto(cols_t[:-1].reshape(kh, kw, batch, out_h, out_w), windows[:, :, :, 0].transpose(3, 4, 0, 1, 2))
+            patches = cols_t[:-1].reshape(kh, kw, batch, out_h, out_w)
+            self.workers.each(lambda b: np.copyto(patches[:, :, b], windows[b, :, :, 0].transpose(3, 4, 0, 1, 2)),
+                              batch, patches.nbytes)
             return cols_t.reshape(kh * kw + 1, batch, out_h * out_w)
         cols = self.work_buffer(prefix + "cols", (batch, out_h, out_w, kh, kw, channels), x_pad.dtype)
-        np.copyto(cols, windows.transpose(0, 1, 2, 4, 5, 3))
+        self.workers.each(lambda b: np.copyto(cols[b], windows[b].transpose(0, 1, 2, 4, 5, 3)), batch, cols.nbytes)
         return cols.reshape(batch * out_h * out_w, -1)
 
     def _plan(self, height: int, width: int, dtype: np.dtype) -> FourierPlan:
@@ -175,14 +189,15 @@ class FastConv2D(Buffered, Conv2D):
         """Write the convolution of ``x`` into ``y`` through the convolution theorem (stride 1)."""
         batch, out_channels = y.shape[:2]
         plan = self._plan(x.shape[2], x.shape[3], y.dtype)
-        buffer = self.work_buffer
-        x_spec = plan.spectrum(x, plan.x_w, plan.x_h, buffer, prefix + "x_spec")          # X*  [F, B, C_in]
+        buffer, workers = self.work_buffer, self.workers
+        x_spec = plan.spectrum(x, plan.x_w, plan.x_h, buffer, prefix + "x_spec", workers)  # X*  [F, B, C_in]
         kernel_spec = plan.kernel_spectrum(self.params["weights"])                        # Wf  [F, C_in, C_out]
         y_spec = buffer(prefix + "y_spec", (len(kernel_spec), batch, out_channels), plan.complex)
-        np.matmul(x_spec, kernel_spec, out=y_spec)                                         # Y* = X* Wf
+        workers.run(lambda f: np.matmul(x_spec[f], kernel_spec[f], out=y_spec[f]),      # Y* = X* Wf
+                    self._frequency_parts(y_spec, x_spec.shape[2]))
         # the bias is the zero-frequency term: (1 / (Lh Lw)) * bias * Lh * Lw at every position
         y_spec[0] += self.params["bias"] * (plan.len_h * plan.len_w)
-        plan.inverse(y_spec, plan.y_h, plan.y_w, y, buffer, prefix + "y_inv")
+        plan.inverse(y_spec, plan.y_h, plan.y_w, y, buffer, prefix + "y_inv", workers)
         return {"algorithm": "fourier", "x_shape": x.shape, "plan": plan, "x_spec": x_spec,
                 "kernel_spec": kernel_spec}
 
@@ -208,14 +223,18 @@ class FastConv2D(Buffered, Conv2D):
             # C_in = 1: [dL/dW_mat, dL/dbias] = sum_b grad_out[b] @ cols[:, b].T, one small product
             # per image (the row of ones in cols gives the bias gradient as the last column)
             per_image = self.work_buffer("grad_w_per_image", (batch, out_channels, cols.shape[0]), dtype)
-            np.matmul(grad_out.reshape(batch, out_channels, -1), cols.transpose(1, 2, 0), out=per_image)
+            g_3d = grad_out.reshape(batch, out_channels, -1)
+            self.workers.run(lambda b: np.matmul(g_3d[b], cols[:, b].transpose(1, 2, 0), out=per_image[b]),
+                             product_parts(batch, 2.0 * grad_out.size * cols.shape[0]))
             grad_w_mat = self._bias_grad_from_total(per_image.sum(axis=0))
         else:
             # dL/dbias[o] = sum_{b, h, w} grad_out[b, o, h, w] (einsum beats sum over two axes)
             self.grads["bias"][...] = np.einsum("bos->o", grad_out.reshape(batch, out_channels, -1))
             g_mat = self._channel_major(grad_out)
             grad_w_mat = self.work_buffer("grad_w_mat", (out_channels, cols.shape[1]), dtype)
-            np.matmul(g_mat, cols, out=grad_w_mat)                          # dL/dW_mat = g_mat @ cols
+            # dL/dW_mat = g_mat @ cols, by rows (output channels): a sum over P within each part
+            self.workers.run(lambda o: np.matmul(g_mat[o], cols, out=grad_w_mat[o]),
+                             product_parts(out_channels, 2.0 * grad_out.size * cols.shape[1]))
         self._set_weight_grads(grad_w_mat)
         if not self.compute_input_grad:
             return None
@@ -238,7 +257,8 @@ class FastConv2D(Buffered, Conv2D):
         """``g_mat [C_out, P]``: ``g_mat[o, (b, h, w)] = grad_out[b, o, h, w]`` (moves runs of H_out*W_out)."""
         batch, out_channels = grad_out.shape[:2]
         g_mat = self.work_buffer("g_mat", (out_channels, batch, grad_out[0, 0].size), grad_out.dtype)
-        np.copyto(g_mat, grad_out.reshape(batch, out_channels, -1).transpose(1, 0, 2))
+        g_3d = grad_out.reshape(batch, out_channels, -1)
+        self.workers.each(lambda b: np.copyto(g_mat[:, b], g_3d[b].transpose(1, 0, 2)), batch, grad_out.nbytes)
         return g_mat.reshape(out_channels, -1)
 
     def _input_grad_im2col(self, g_mat: np.ndarray, x_shape: tuple[int, ...], out_h: int,
@@ -251,35 +271,51 @@ class FastConv2D(Buffered, Conv2D):
         weights_by_offset = np.ascontiguousarray(self.params["weights"].transpose(2, 3, 0, 1), dtype=dtype)
         grad_pad = self.work_buffer("grad_x_pad", (batch, height + 2 * pad_h, width + 2 * pad_w, channels),
                                     dtype)
-        grad_pad.fill(0)
         contribution = self.work_buffer("grad_offset", (batch * out_h * out_w, channels), dtype)
         contribution_4d = contribution.reshape(batch, out_h, out_w, channels)
-        for i in range(kh):
-            for j in range(kw):
-                # contribution[(b, h, w), c] = sum_o g_mat[o, (b, h, w)] * weights[o, c, i, j]
-                np.matmul(g_mat.T, weights_by_offset[i, j], out=contribution)
-                grad_pad[:, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw, :] += contribution_4d
+        g_by_image = g_mat.reshape(g_mat.shape[0], batch, -1)
         grad_in = self.work_buffer("grad_in", x_shape, dtype)
-        np.copyto(grad_in, grad_pad[:, pad_h:pad_h + height, pad_w:pad_w + width, :].transpose(0, 3, 1, 2))
+
+        def images(b: slice) -> None:
+            grad_pad[b].fill(0)
+            g_part = g_by_image[:, b].reshape(g_mat.shape[0], -1)
+            part = contribution_4d[b]
+            for i in range(kh):
+                for j in range(kw):
+                    # contribution[(b, h, w), c] = sum_o g_mat[o, (b, h, w)] * weights[o, c, i, j]
+                    np.matmul(g_part.T, weights_by_offset[i, j], out=part.reshape(-1, channels))
+                    grad_pad[b, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw, :] += part
+            np.copyto(grad_in[b], grad_pad[b, pad_h:pad_h + height, pad_w:pad_w + width, :].transpose(0, 3, 1, 2))
+
+        self.workers.run(images, product_parts(batch, 2.0 * contribution.size * g_mat.shape[0] * kh * kw))
         return grad_in
 
     def _backward_fourier(self, grad_out: np.ndarray) -> np.ndarray | None:
         """``G = DFT(g)``; ``DW* = X*^T G`` per frequency; ``DX = G Wf^T``; inverse transforms."""
         plan: FourierPlan = self._cache["plan"]
         x_spec, kernel_spec = self._cache["x_spec"], self._cache["kernel_spec"]
-        buffer = self.work_buffer
-        g_spec = plan.spectrum(grad_out, plan.g_w, plan.g_h, buffer, "g_spec")           # G [F, B, C_out]
+        buffer, workers = self.work_buffer, self.workers
+        g_spec = plan.spectrum(grad_out, plan.g_w, plan.g_h, buffer, "g_spec", workers)  # G [F, B, C_out]
         # frequency 0 of G is the sum of g over positions, so dL/dbias = sum_b G[0, b] (real)
         np.sum(g_spec[0].real, axis=0, out=self.grads["bias"])
         grad_w_spec = buffer("grad_w_spec", kernel_spec.shape, plan.complex)
-        np.matmul(x_spec.transpose(0, 2, 1), g_spec, out=grad_w_spec)                      # conj(DW)
+        # conj(DW) = X*^T G: a sum over the batch within each frequency, the parts by frequency
+        workers.run(lambda f: np.matmul(x_spec[f].transpose(0, 2, 1), g_spec[f], out=grad_w_spec[f]),
+                    self._frequency_parts(grad_w_spec, x_spec.shape[1]))
         np.copyto(self.grads["weights"], plan.kernel_from_spectrum(grad_w_spec, conjugated=True))
         if not self.compute_input_grad:
             return None
         grad_x_spec = buffer("grad_x_spec", x_spec.shape, plan.complex)
-        np.matmul(g_spec, kernel_spec.transpose(0, 2, 1), out=grad_x_spec)                 # DX = G Wf^T
+        workers.run(lambda f: np.matmul(g_spec[f], kernel_spec[f].transpose(0, 2, 1), out=grad_x_spec[f]),
+                    self._frequency_parts(grad_x_spec, g_spec.shape[2]))                 # DX = G Wf^T
         grad_in = self.work_buffer("grad_in", self._cache["x_shape"], grad_out.dtype)
-        return plan.inverse(grad_x_spec, plan.dx_h, plan.dx_w, grad_in, buffer, "grad_x_inv")
+        return plan.inverse(grad_x_spec, plan.dx_h, plan.dx_w, grad_in, buffer, "grad_x_inv", workers)
+
+    @staticmethod
+    def _frequency_parts(out: np.ndarray, inner: int) -> list[slice]:
+        """Parts of the frequencies for the products per frequency into ``out [F, ., .]`` (complex:
+        8 real FLOPs per multiply-add over ``inner``)."""
+        return product_parts(len(out), 8.0 * out.size * inner)
 
     # -- training together with the 2x2 max pooling after it ------------------------------------
     def pools_in_chunks(self, pool: Layer, x: np.ndarray) -> bool:
@@ -309,13 +345,17 @@ class FastConv2D(Buffered, Conv2D):
         cols = self._im2col(self._padded_input(x, dtype, ""), out_h, out_w, "")         # [K + 1, B, P]
         w_bias = self._weights_with_bias(dtype)
         pooled = pool.start_fast_forward(shape, dtype)
-        y_chunk = self.work_buffer("y_chunk", (pool.images_per_chunk(shape, dtype), *shape[1:]), dtype)
-        for part in pool.fast_path_chunks(shape, dtype):
+        chunk_shape = (pool.images_per_chunk(shape, dtype), *shape[1:])
+
+        def chunk(part: slice) -> None:                   # chunks spread over the threads
             patches = cols[:, part]
-            y = y_chunk[:patches.shape[1]]
+            y = self.lane_buffer("y_chunk", chunk_shape, dtype)[:patches.shape[1]]
             np.matmul(w_bias, patches.transpose(1, 0, 2), out=y.reshape(len(y), self.out_channels, -1))
             pool.fast_forward_chunk(y, part, pooled)
-        self._cache = {"algorithm": "im2col", "x_shape": x.shape, "cols": cols, "pooled_shape": shape}
+
+        self.workers.run(chunk, pool.fast_path_chunks(shape, dtype))
+        self._cache = {"algorithm": "im2col", "x_shape": x.shape, "cols": cols, "pooled_shape": shape,
+                       "chunk_shape": chunk_shape}
         return pooled
 
     def backward_pooled(self, grad_pooled: np.ndarray, pool: Layer) -> None:
@@ -327,13 +367,15 @@ class FastConv2D(Buffered, Conv2D):
         cols, shape = self._cache["cols"], self._cache["pooled_shape"]
         dtype = grad_pooled.dtype
         per_image = self.work_buffer("grad_w_per_image", (shape[0], self.out_channels, cols.shape[0]), dtype)
-        grad_chunk = self.work_buffer("grad_chunk", self._work["y_chunk"].shape, dtype)
-        for part in pool.fast_path_chunks(shape, dtype):
+
+        def chunk(part: slice) -> None:                   # per image: no sum across chunks until the end
             patches = cols[:, part]
-            grad_y = grad_chunk[:patches.shape[1]]
+            grad_y = self.lane_buffer("grad_chunk", self._cache["chunk_shape"], dtype)[:patches.shape[1]]
             pool.fast_backward_chunk(grad_pooled, part, grad_y)
             np.matmul(grad_y.reshape(len(grad_y), self.out_channels, -1), patches.transpose(1, 2, 0),
                       out=per_image[part])
+
+        self.workers.run(chunk, pool.fast_path_chunks(shape, dtype))
         self._set_weight_grads(self._bias_grad_from_total(per_image.sum(axis=0)))
 
     def release_buffers(self) -> None:

@@ -6,6 +6,7 @@ import numpy as np
 
 from digitnet.errors import ConfigError
 from digitnet.kernels.buffers import Buffered
+from digitnet.kernels.parallel import product_parts
 from digitnet.kernels.registry import kernel_for
 from digitnet.nn.dense import Dense
 from digitnet.nn.dropout import Dropout
@@ -17,6 +18,9 @@ class FastDense(Buffered, Dense):
 
     The bias gradient is computed as ``ones @ grad_out`` (one BLAS call) rather than
     ``grad_out.sum(axis=0)``: BLAS runs it faster than NumPy's reduction over the batch axis.
+    Large products run in parts on the workers, each writing its own rows of the result: ``x @ W``
+    and ``g @ W^T`` by rows of the batch, ``x^T g`` by rows of ``dL/dW`` (input features), so no
+    part sums over another's (:func:`~digitnet.kernels.parallel.product_parts`).
     """
 
     cached_attributes = ("x",)
@@ -27,19 +31,30 @@ class FastDense(Buffered, Dense):
             raise ConfigError(f"Dense expects input [B, {self.in_features}], got {list(x.shape)}")
         dtype = x.dtype if x.dtype == weights.dtype else np.result_type(x, weights)
         y = self.output_buffer("y", (x.shape[0], self.out_features), dtype, training)
-        np.matmul(x, weights, out=y)
-        y += self.params["bias"]
+        bias = self.params["bias"]
+
+        def rows_of(rows: slice) -> None:
+            np.matmul(x[rows], weights, out=y[rows])
+            y[rows] += bias
+
+        self.workers.run(rows_of, self._parts(len(x)))
         self.x = x
         return y
 
+    def _parts(self, batch: int) -> list[slice]:
+        """How ``x @ W`` or ``g @ W^T`` for ``batch`` rows is cut (shapes only)."""
+        return product_parts(batch, 2.0 * batch * self.in_features * self.out_features)
+
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
-        weights = self.params["weights"]
-        np.matmul(self.x.T, grad_out, out=self.grads["weights"])
+        weights, x, grad_weights = self.params["weights"], self.x, self.grads["weights"]
+        self.workers.run(lambda rows: np.matmul(x[:, rows].T, grad_out, out=grad_weights[rows]),
+                         product_parts(self.in_features, 2.0 * len(x) * self.in_features * self.out_features))
         np.matmul(self._ones(grad_out.shape[0], grad_out.dtype), grad_out, out=self.grads["bias"])
         if not self.compute_input_grad:
             return None
         grad_in = self.work_buffer("grad_in", (grad_out.shape[0], self.in_features), grad_out.dtype)
-        np.matmul(grad_out, weights.T, out=grad_in)
+        self.workers.run(lambda rows: np.matmul(grad_out[rows], weights.T, out=grad_in[rows]),
+                         self._parts(len(grad_out)))
         return grad_in
 
     def _ones(self, batch: int, dtype: np.dtype) -> np.ndarray:

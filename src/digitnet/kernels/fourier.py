@@ -34,6 +34,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from digitnet.kernels.parallel import SERIAL, Workers, product_parts
+
 Buffer = Callable[[str, tuple[int, ...], np.dtype], np.ndarray]
 
 
@@ -56,15 +58,15 @@ def _half_weights(length: int) -> np.ndarray:
 TRANSPOSE_TILE_BYTES = 1 << 18
 
 
-def transpose_into(out: np.ndarray, source: np.ndarray) -> None:
-    """``out[:] = source.T`` for 2-D arrays, in tiles of source rows.
+def transpose_into(out: np.ndarray, source: np.ndarray, workers: Workers = SERIAL) -> None:
+    """``out[:] = source.T`` for 2-D arrays, in tiles of source rows (spread over ``workers``).
 
     One ``np.copyto(out, source.T)`` reads the source column by column through the whole array;
     tiles of rows that fit the L2 cache are read from the cache instead (docs/SPEED.md).
     """
     rows = max(1, TRANSPOSE_TILE_BYTES // max(1, source.itemsize * source.shape[1]))
-    for start in range(0, source.shape[0], rows):
-        np.copyto(out[:, start:start + rows], source[start:start + rows].T)
+    tiles = [slice(start, start + rows) for start in range(0, source.shape[0], rows)]
+    workers.run(lambda tile: np.copyto(out[:, tile], source[tile].T), tiles)
 
 
 class FourierPlan:
@@ -135,34 +137,45 @@ class FourierPlan:
 
     # -- the three transforms -------------------------------------------------------------------------
     def spectrum(self, images: np.ndarray, along_w: np.ndarray, along_h: np.ndarray, buffer: Buffer,
-                 name: str) -> np.ndarray:
+                 name: str, workers: Workers = SERIAL) -> np.ndarray:
         """``[B, Ch, n_h, n_w]`` real -> ``[F, B, Ch]`` complex, ``F = Lh * Kw`` frequencies (h-major).
 
         ``A = images @ along_w`` over W straight from NCHW (one GEMM), one transpose of the half
         spectrum to ``[n_h, Kw, B, Ch]``, then ``along_h @ A`` over H (one GEMM) writes the
         frequency-major result. Transposing the images first instead (to put H in front) costs two
-        transposes, 30% slower for 32 or 64 channels of 14x14.
+        transposes, 30% slower for 32 or 64 channels of 14x14. The first product runs by parts of the
+        images' rows, the second by parts of its columns.
         """
         batch, channels, n_h, n_w = images.shape
         half = buffer(name + "_half", (batch * channels * n_h, 2 * self.freq_w), self.real)
-        np.matmul(images.reshape(-1, n_w), along_w, out=half)
+        flat = images.reshape(-1, n_w)
+        workers.run(lambda r: np.matmul(flat[r], along_w, out=half[r]),
+                    product_parts(len(flat), 2.0 * half.size * n_w))
         rows = buffer(name + "_rows", (n_h, self.freq_w, batch, channels), self.complex)
-        transpose_into(rows.reshape(n_h * self.freq_w, -1), half.view(self.complex).reshape(batch * channels, -1))
+        transpose_into(rows.reshape(n_h * self.freq_w, -1), half.view(self.complex).reshape(batch * channels, -1),
+                       workers)
         spectrum = buffer(name, (self.freq_h * self.freq_w, batch, channels), self.complex)
-        np.matmul(along_h, rows.reshape(n_h, -1), out=spectrum.reshape(self.freq_h, -1))
+        self._by_columns(along_h, rows.reshape(n_h, -1), spectrum.reshape(self.freq_h, -1), workers)
         return spectrum
 
+    @staticmethod
+    def _by_columns(left: np.ndarray, right: np.ndarray, out: np.ndarray, workers: Workers) -> None:
+        """``out = left @ right`` by parts of the columns of ``right`` (shapes decide the parts)."""
+        parts = product_parts(right.shape[1], 8.0 * out.size * left.shape[1])
+        workers.run(lambda c: np.matmul(left, right[:, c], out=out[:, c]), parts)
+
     def inverse(self, spectrum: np.ndarray, along_h: np.ndarray, along_w: np.ndarray, out: np.ndarray,
-                buffer: Buffer, name: str) -> np.ndarray:
+                buffer: Buffer, name: str, workers: Workers = SERIAL) -> np.ndarray:
         """``[F, B, Ch]`` complex -> real ``out [B, Ch, n_h, n_w]`` (NCHW, written in place)."""
         _, batch, channels = spectrum.shape
         n_h = along_h.shape[0]
         rows = buffer(name + "_rows", (n_h, self.freq_w, batch, channels), self.complex)
-        np.matmul(along_h, spectrum.reshape(self.freq_h, -1), out=rows.reshape(n_h, -1))
+        self._by_columns(along_h, spectrum.reshape(self.freq_h, -1), rows.reshape(n_h, -1), workers)
         images = buffer(name + "_images", (batch, channels, n_h, self.freq_w), self.complex)
-        np.copyto(images, rows.transpose(2, 3, 0, 1))
-        np.matmul(images.view(self.real).reshape(-1, 2 * self.freq_w), along_w,
-                  out=out.reshape(-1, along_w.shape[1]))
+        workers.each(lambda b: np.copyto(images[b], rows[:, :, b].transpose(2, 3, 0, 1)), batch, images.nbytes)
+        flat, flat_out = images.view(self.real).reshape(-1, 2 * self.freq_w), out.reshape(-1, along_w.shape[1])
+        workers.run(lambda r: np.matmul(flat[r], along_w, out=flat_out[r]),
+                    product_parts(len(flat), 2.0 * flat.size * along_w.shape[1]))
         return out
 
     def kernel_spectrum(self, weights: np.ndarray) -> np.ndarray:

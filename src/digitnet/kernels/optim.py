@@ -4,7 +4,8 @@ An update is several element-wise passes over a parameter, its gradient and its 
 with more than 4 blocks' worth of scalars is updated in blocks of rows of about ``BLOCK_SIZE``
 scalars (256 KB in float32), so that a block's param, grad, state and scratch stay in the L2 cache
 between passes; smaller parameters fit in the cache whole. Element-wise updates give the same
-numbers in blocks as on the whole array. The state arrays (``velocity``, ``m``, ``v``) have the
+numbers in blocks as on the whole array, so the blocks (and the small parameters) are spread over
+the workers' threads. The state arrays (``velocity``, ``m``, ``v``) have the
 names the reference optimizers use, so a checkpoint resumes with either.
 """
 
@@ -14,6 +15,7 @@ import math
 
 import numpy as np
 
+from digitnet.kernels.parallel import SERIAL, Workers
 from digitnet.kernels.registry import kernel_for
 from digitnet.nn.adam import Adam, AdamW
 from digitnet.nn.optim import SGD, Pairs
@@ -27,6 +29,8 @@ BLOCK_SIZE = 65536
 class BlockedUpdates:
     """Mixin: :meth:`step` in row blocks through :meth:`_update`, with state created before blocking."""
 
+    workers: Workers = SERIAL
+
     @classmethod
     def adopt(cls, reference):
         fast = object.__new__(cls)
@@ -36,17 +40,23 @@ class BlockedUpdates:
     def step(self, pairs: Pairs) -> None:
         """Apply one update to every ``(param, grad)`` pair in place, large ones in blocks of rows."""
         self.begin_step(pairs)
+        updates = []                                  # (param, grad, state) of every block
         for index, (param, grad) in enumerate(pairs):
             state = self.state[index]
-            if param.size <= 4 * BLOCK_SIZE or param.ndim == 0:
-                self._update(param, grad, state)
-                continue
-            for name in self._slot_names(param):
+            for name in self._slot_names(param):      # created here, not by two threads at once
                 self._slot(state, name, param)
+            if param.size <= 4 * BLOCK_SIZE or param.ndim == 0:
+                updates.append((param, grad, state))
+                continue
             rows = max(1, BLOCK_SIZE * param.shape[0] // param.size)
             for start in range(0, param.shape[0], rows):
                 block = slice(start, start + rows)
-                self._update(param[block], grad[block], {k: v[block] for k, v in state.items()})
+                updates.append((param[block], grad[block], {k: v[block] for k, v in state.items()}))
+        if self.workers.threads == 1 or sum(p.nbytes for p, _, _ in updates) < 4 * BLOCK_SIZE:
+            for update in updates:
+                self._update(*update)
+        else:
+            self.workers.run(lambda update: self._update(*update), updates)
 
     @staticmethod
     def _slot(state: dict[str, np.ndarray], name: str, like: np.ndarray) -> np.ndarray:

@@ -12,7 +12,8 @@ and by far NumPy's reductions over short strided axes (``x.reshape(B, C, H/2, 2,
 5))``). When ``s == k`` and H, W divide by k (every input in exactly one window) backward assigns
 into ``dx``; otherwise it zero-fills it and adds (overlapping windows).
 Training with 2x2 windows side by side, the usual case, takes a fast path: the same two matches
-written out, run over the batch in chunks that fit the L2 cache (see ``CHUNK_BYTES``).
+written out, run over the batch in chunks that fit the L2 cache (see ``CHUNK_BYTES``), the chunks
+spread over the workers' threads (each chunk writes only its own images).
 """
 
 from __future__ import annotations
@@ -134,11 +135,10 @@ class FastMaxPool2D(FastPool, MaxPool2D):
         """Prepare a fast-path training forward of an input of ``shape``; returns the output ``y``.
 
         :meth:`fast_forward_chunk` then fills ``y`` chunk by chunk (see :meth:`fast_path_chunks`).
-        Row maxima are needed only while their chunk is processed: one chunk-sized buffer, which
-        stays in cache, instead of a batch-sized one written back to memory.
+        Row maxima are needed only while their chunk is processed: one chunk-sized buffer per thread
+        (:meth:`rows_buffer`), which stays in cache, instead of a batch-sized one written back to memory.
         """
         batch, channels, height, width = shape
-        self.work_buffer("rows_max", (self.images_per_chunk(shape, dtype), channels, height, width // 2), dtype)
         self.work_buffer("right_won", (batch, channels, height, width // 2), np.dtype(np.bool_))
         self.work_buffer("lower_won", (batch, channels, height // 2, width // 2), np.dtype(np.bool_))
         self._matches = _HALVES
@@ -152,7 +152,7 @@ class FastMaxPool2D(FastPool, MaxPool2D):
         window, then ``lower_won = rows[:, :, 1::2] > rows[:, :, 0::2]`` and ``y = max`` of the rows.
         """
         right_won, lower_won = self._work["right_won"], self._work["lower_won"]
-        rows = self._work["rows_max"][:len(x_part)]
+        rows = self.rows_buffer("rows_max")[:len(x_part)]
         np.greater(x_part[..., 1::2], x_part[..., 0::2], out=right_won[part])        # ties: the left
         np.maximum(x_part[..., 0::2], x_part[..., 1::2], out=rows)
         np.greater(rows[:, :, 1::2], rows[:, :, 0::2], out=lower_won[part])          # ties: the upper
@@ -166,22 +166,27 @@ class FastMaxPool2D(FastPool, MaxPool2D):
         """
         right_won, lower_won = self._work["right_won"], self._work["lower_won"]
         g = grad_out[part]
-        rows = self.work_buffer("grad_rows", self._work["rows_max"].shape, self._dtype)[:len(g)]
+        rows = self.rows_buffer("grad_rows")[:len(g)]
         np.multiply(g, lower_won[part], out=rows[:, :, 1::2])
         np.subtract(g, rows[:, :, 1::2], out=rows[:, :, 0::2])
         np.multiply(rows, right_won[part], out=into[..., 1::2])
         np.subtract(rows, into[..., 1::2], out=into[..., 0::2])
 
+    def rows_buffer(self, name: str) -> np.ndarray:
+        """The calling thread's chunk-sized buffer of row maxima (or their gradient), ``[n, C, H, W/2]``."""
+        batch, channels, height, width = self._input_shape
+        n = self.images_per_chunk(self._input_shape, self._dtype)
+        return self.lane_buffer(name, (n, channels, height, width // 2), self._dtype)
+
     def _forward_halves(self, x: np.ndarray) -> np.ndarray:
         y = self.start_fast_forward(x.shape, x.dtype)
-        for part in self.fast_path_chunks(x.shape, x.dtype):
-            self.fast_forward_chunk(x[part], part, y)
+        self.workers.run(lambda part: self.fast_forward_chunk(x[part], part, y), self.fast_path_chunks(x.shape, x.dtype))
         return y
 
     def _backward_halves(self, grad_out: np.ndarray) -> np.ndarray:
         grad_in = self.work_buffer("grad_in", self._input_shape, self._dtype)
-        for part in self.fast_path_chunks(self._input_shape, self._dtype):
-            self.fast_backward_chunk(grad_out, part, grad_in[part])
+        self.workers.run(lambda part: self.fast_backward_chunk(grad_out, part, grad_in[part]),
+                         self.fast_path_chunks(self._input_shape, self._dtype))
         return grad_in
 
     def _tournament(self, players: list[np.ndarray], out: np.ndarray, tag: str,

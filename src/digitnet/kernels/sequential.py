@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from digitnet.kernels.conv import FastConv2D
+from digitnet.kernels.parallel import SERIAL, Workers
 from digitnet.nn.sequential import Sequential
 
 
@@ -27,6 +28,14 @@ class FastSequential(Sequential):
             if hasattr(layer, "compute_input_grad"):
                 layer.compute_input_grad = False
         self._pooled_in_chunks: set[int] = set()
+        self.workers = SERIAL
+
+    def use_workers(self, workers: Workers) -> None:
+        """Run every kernel of this model on ``workers`` (see :mod:`digitnet.kernels.parallel`)."""
+        self.workers = workers
+        for layer in self.layers:
+            if hasattr(layer, "workers"):
+                layer.workers = workers
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         self._pooled_in_chunks = set()

@@ -53,6 +53,7 @@ def build_trainer(
     callbacks: Sequence[Callback] = (),
     log: Callable[[str], None] | None = None,
     rngs: dict[str, np.random.Generator] | None = None,
+    threads: int | None = None,
 ) -> Trainer:
     """The :class:`Trainer` that trains as ``config`` says on ``train`` (and reports ``val`` per epoch).
 
@@ -63,19 +64,22 @@ def build_trainer(
         callbacks, log: passed to the Trainer.
         rngs: the generators of :func:`~digitnet.config.seed_generators` (default: from
             ``config.seed``); pass them when the caller already drew from them (the validation split).
+        threads: how many threads the kernels use (None: ``$DIGITNET_THREADS``, else the cores); the
+            results are bit-identical for any count (see :mod:`digitnet.kernels.parallel`).
 
     Train with ``trainer.model``, ``trainer.loss_fn`` and ``trainer.optimizer``: with the fast kernels
     they are the objects :func:`digitnet.kernels.speed_up` returned, not the ones first built.
     """
     fast = engine.resolve(kernels) == "fast"
+    threads = engine.resolve_threads(threads)
     rngs = rngs or seed_generators(config.seed)
     model, loss_fn, optimizer, schedule, augment = build_parts(config, rngs)
     if fast:
-        model, loss_fn, optimizer = engine.speed_up(model, loss_fn, optimizer)
+        model, loss_fn, optimizer = engine.speed_up(model, loss_fn, optimizer, threads=threads)
 
-    # The thread rule applies to both kernels, so that the two differ only by their own rounding.
+    # BLAS threads: one with the kernels (their workers use the cores), the size rule without them
     def blas_threads():  # entered at every epoch, so `trainer` exists by then
-        return blas_threads_for(trainer.model, trainer.batch_size)
+        return blas_threads_for(trainer.model, trainer.batch_size, threads)
 
     trainer = Trainer(model, loss_fn, optimizer, train, val, epochs=config.epochs,
                       batch_size=config.batch_size or None, rng=rngs["data"], schedule=schedule,
