@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from digitnet import bench  # noqa: E402
-from digitnet.kernels import threads as kernel_threads  # noqa: E402
+from digitnet import bench
+from digitnet.kernels import threads as kernel_threads
 
 
 def _timed(table: dict[str, list[float]], name: str, fn):

@@ -180,7 +180,8 @@ class FastMaxPool2D(FastPool, MaxPool2D):
 
     def _forward_halves(self, x: np.ndarray) -> np.ndarray:
         y = self.start_fast_forward(x.shape, x.dtype)
-        self.workers.run(lambda part: self.fast_forward_chunk(x[part], part, y), self.fast_path_chunks(x.shape, x.dtype))
+        self.workers.run(lambda part: self.fast_forward_chunk(x[part], part, y),
+                         self.fast_path_chunks(x.shape, x.dtype))
         return y
 
     def _backward_halves(self, grad_out: np.ndarray) -> np.ndarray:
