@@ -2,6 +2,8 @@
 
 Compared in float64 (kernels and references both follow the input's dtype), over odd shapes, a single
 sample, an empty batch and ties. The loop over ``KERNELS`` makes a new kernel without a case here fail.
+Every test runs twice: with the kernels on one thread, and on three worker threads with every pass
+split however small (so each parallel path is checked on these small shapes).
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from digitnet.kernels import KERNELS, fast_twin, speed_up
+from digitnet.kernels import KERNELS, fast_twin, parallel, speed_up
+from digitnet.kernels.buffers import Buffered
+from digitnet.kernels.optim import BlockedUpdates
 from digitnet.nn import (
     SGD,
     Adam,
@@ -32,6 +36,23 @@ from digitnet.nn import (
 from digitnet.nn.gradcheck import to_float64
 
 TOL = dict(rtol=1e-10, atol=1e-12)
+
+
+@pytest.fixture(autouse=True, params=["one thread", "split on three threads"])
+def kernel_threads(request, monkeypatch):
+    """Run each test with serial kernels, then with every pass cut in parts on three threads."""
+    if request.param == "one thread":
+        monkeypatch.setenv(parallel.ENV_VAR, "1")
+        yield parallel.SERIAL
+        return
+    workers = parallel.Workers(3)
+    monkeypatch.setattr(parallel, "MIN_PART_BYTES", 1)
+    monkeypatch.setattr(parallel, "MIN_PART_FLOPS", 0)
+    monkeypatch.setenv(parallel.ENV_VAR, "3")
+    monkeypatch.setattr(Buffered, "workers", workers)
+    monkeypatch.setattr(BlockedUpdates, "workers", workers)
+    yield workers
+    workers.close()
 
 # reference class -> [(constructor kwargs, input shape per sample), ...]
 LAYER_CASES = {

@@ -93,7 +93,8 @@ class Workers:
 
     ``run(fn, parts)`` calls ``fn(part)`` for every part, the parts dealt round-robin to the threads
     (the caller takes the first), waits for all of them and returns the results in part order. An
-    exception in any part is raised in the caller after every part has finished.
+    exception in a part stops that thread's remaining parts and is raised in the caller once every
+    thread has stopped.
     """
 
     def __init__(self, threads: int | None = None) -> None:
