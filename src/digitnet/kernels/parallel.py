@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from digitnet.errors import ConfigError
@@ -107,6 +107,11 @@ class Workers:
     def __getstate__(self) -> dict[str, Any]:     # a pool cannot be copied or pickled: start a new one
         return {"threads": self.threads, "_pool": None}
 
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="digitnet")
+        return self._pool
+
     def split(self, length: int, nbytes: int) -> list[slice]:
         """Slices of ``range(length)`` for an element-wise pass over ``nbytes``: one per thread, each of
         at least MIN_PART_BYTES (so small arrays stay whole)."""
@@ -117,14 +122,13 @@ class Workers:
         """``[fn(part) for part in parts]``, spread over the threads (see the class docstring)."""
         if self.threads == 1 or len(parts) < 2:
             return [fn(part) for part in parts]
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="digitnet")
+        pool = self._executor()
         lanes = min(self.threads, len(parts))
 
         def lane(start: int) -> list[Any]:
             return [fn(parts[i]) for i in range(start, len(parts), lanes)]
 
-        futures = [self._pool.submit(lane, start) for start in range(1, lanes)]
+        futures = [pool.submit(lane, start) for start in range(1, lanes)]
         try:
             mine = lane(0)
         finally:
@@ -136,6 +140,18 @@ class Workers:
         for start, values in enumerate([mine, *others]):
             results[start::lanes] = values
         return results
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Start ``fn(*args)`` on a worker thread; returns its ``concurrent.futures.Future`` (one thread:
+        runs it now and returns a finished future)."""
+        if self.threads == 1:
+            future: Future = Future()
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:           # handed to whoever asks for the result
+                future.set_exception(exc)
+            return future
+        return self._executor().submit(fn, *args)
 
     def each(self, fn: Callable[[slice], Any], length: int, nbytes: int) -> None:
         """``fn(rows)`` for the slices of :meth:`split`: an element-wise pass over ``length`` rows."""
