@@ -2,6 +2,7 @@
 
     python benchmarks/bench.py                      # every configuration -> benchmarks/results/
     python benchmarks/bench.py mlp-seed-002 --epochs 10
+    python benchmarks/bench.py cnn-fast --threads 2 # both frameworks on 2 threads
     python benchmarks/bench.py --quick --out /tmp/b # proves the pipeline works (tests run this)
 
 The same as ``digitnet bench``; the code lives in :mod:`digitnet.bench` (its flags in

@@ -3,8 +3,9 @@
 For one configuration, in one process, the same network is trained by
 
 - digitnet (:func:`~digitnet.training.build_trainer`, exactly as ``digitnet train`` runs it),
-- PyTorch on the CPU (``torch.set_num_threads(cores)``), starting from the same initial weights and
-  seeing the same batches in the same order with the same optimizer,
+- PyTorch on the CPU, starting from the same initial weights and seeing the same batches (augmented
+  alike where the configuration augments) in the same order with the same optimizer and learning-rate
+  schedule,
 - scikit-learn's ``MLPClassifier`` where it applies (MLPs; its own initial weights),
 
 epoch by epoch in turn, the order rotating every epoch (A/B/C, B/C/A, ...) so that a noisy machine
@@ -16,7 +17,13 @@ alone in a fresh subprocess), and inference times.
 
     digitnet bench                                   # every configuration, results/ in ./benchmarks
     digitnet bench mlp-seed-002 --epochs 10
+    digitnet bench cnn-fast --threads 2              # digitnet and PyTorch on 2 threads each
     digitnet bench --quick --out /tmp/bench          # a small run that proves the pipeline works
+
+Configurations name a network and its training (SGD ones written here, and ``cnn-fast``/``cnn-best``:
+the presets as ``digitnet train --preset`` trains them). ``--threads N`` (default: $DIGITNET_THREADS,
+else the number of cores) sets ``DIGITNET_THREADS=N`` for digitnet and ``torch.set_num_threads(N)``;
+both counts are recorded.
 
 PyTorch and scikit-learn are imported only here (``pip install digitnet[bench] torch``). The
 command line (flags, printing) is :mod:`digitnet.cli.cmd_bench`.
@@ -24,6 +31,7 @@ command line (flags, printing) is :mod:`digitnet.cli.cmd_bench`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -32,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,13 +72,47 @@ class BenchConfig:
     layers: list[dict[str, Any]] = field(default_factory=list)
     input_shape: tuple[int, ...] = (784,)
     quick_train: int = 2048                       # training images in --quick mode
+    #: a preset of presets.toml: digitnet trains it as configured (optimizer, schedule, augmentation),
+    #: with the benchmark's epochs and seed; the fields above then only repeat what it says
+    preset: str | None = None
 
     @property
     def optimizer_text(self) -> str:
-        if self.momentum == 0:
-            return f"SGD lr {self.lr:g}"
-        kind = "Nesterov momentum" if self.nesterov else "momentum"
-        return f"SGD lr {self.lr:g}, {kind} {self.momentum:g}"
+        return optimizer_text(train_config(self))
+
+
+def optimizer_text(config) -> str:
+    """How a :class:`~digitnet.config.TrainConfig` optimizes: "SGD lr 0.02, momentum 0.9",
+    "Adam lr 0.002, cosine schedule with 0.5-epoch warm-up", ..."""
+    from digitnet.config import build_optimizer
+    from digitnet.nn.optim import SGD
+
+    optimizer = build_optimizer(config)
+    text = f"{'SGD' if isinstance(optimizer, SGD) else type(optimizer).__name__} lr {optimizer.lr:g}"
+    if isinstance(optimizer, SGD) and optimizer.momentum:
+        text += f", {'Nesterov momentum' if optimizer.nesterov else 'momentum'} {optimizer.momentum:g}"
+    if config.schedule != "constant":
+        text += f", {config.schedule} schedule"
+    if config.warmup_epochs:
+        text += f" with {config.warmup_epochs:g}-epoch warm-up"
+    return text
+
+
+def epochs_text(epochs: int) -> str:
+    return f"{epochs} epoch" + ("" if epochs == 1 else "s")
+
+
+def from_preset(preset: str, description: str, *, epochs: int, quick_train: int = 256) -> BenchConfig:
+    """A configuration that trains ``preset`` (its network, batch size and learning rate copied into the
+    :class:`BenchConfig` fields, which the table and the lower bound read)."""
+    from digitnet.config import load_preset
+
+    config = load_preset(preset)
+    layers = config.layers is not None
+    return BenchConfig(preset, description, lr=config.lr, batch_size=config.batch_size, epochs=epochs,
+                       arch=None if layers else config.arch, layers=list(config.layers or []),
+                       input_shape=tuple(config.input_shape) if layers else (784,), quick_train=quick_train,
+                       preset=preset)
 
 
 #: ReLU after max pooling: the same function and gradients as before it (max commutes with the
@@ -103,6 +145,12 @@ CONFIGS: dict[str, BenchConfig] = {
     "cnn-5x5": BenchConfig("cnn-5x5", "CNN conv5x5(32)-maxpool-conv5x5(64)-maxpool-fc128-fc10, ReLU (cnn-fast)",
                            lr=0.02, momentum=0.9, layers=CNN5_LAYERS, input_shape=(1, 28, 28), epochs=4,
                            quick_train=256),
+    # the presets users train, as configured: Adam with a cosine schedule (and for cnn-best, batch norm,
+    # dropout and augmentation); their schedules span the benchmark's epochs
+    "cnn-fast": from_preset("cnn-fast", "CNN conv5x5(32)-maxpool-conv5x5(64)-maxpool-fc128-fc10, ReLU "
+                            "(the cnn-fast preset)", epochs=3),
+    "cnn-best": from_preset("cnn-best", "CNN conv5x5(32)-BN-maxpool-conv5x5(64)-BN-maxpool-fc128-dropout 0.25-"
+                            "fc10, ReLU, augmented (shifts, rotations, scaling) (the cnn-best preset)", epochs=1),
 }
 
 
@@ -208,14 +256,18 @@ def load_data(config: BenchConfig, quick: bool, data_dir: str | None = None):
     return train, test
 
 
-def train_config(config: BenchConfig):
-    """digitnet's side of the benchmark as the :class:`~digitnet.config.TrainConfig` it trains."""
-    from digitnet.config import TrainConfig
+def train_config(config: BenchConfig, epochs: int | None = None):
+    """digitnet's side of the benchmark as the :class:`~digitnet.config.TrainConfig` it trains for
+    ``epochs`` epochs (default: the configuration's), which a learning-rate schedule spans."""
+    from digitnet.config import TrainConfig, load_preset
 
+    epochs = epochs or config.epochs
+    if config.preset is not None:
+        return load_preset(config.preset).replace(epochs=epochs, seed=SEED)
     optimizer = "sgd" if config.momentum == 0 else "nesterov" if config.nesterov else "momentum"
     return TrainConfig(arch=config.arch, layers=config.layers or None,
                        input_shape=list(config.input_shape) if config.layers else None, activation="relu",
-                       optimizer=optimizer, lr=config.lr, momentum=config.momentum, epochs=config.epochs,
+                       optimizer=optimizer, lr=config.lr, momentum=config.momentum, epochs=epochs,
                        batch_size=config.batch_size, seed=SEED, description=config.description)
 
 
@@ -234,16 +286,29 @@ def data_rng() -> np.random.Generator:
     return seed_generators(SEED)["data"]
 
 
+def _scaled(images: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """uint8 images -> float32 in ``shape``, scaled exactly as digitnet scales a batch (``x * SCALE``)."""
+    from digitnet.data.batches import SCALE
+
+    images = images.reshape(shape)
+    return np.multiply(images, SCALE, out=np.empty(images.shape, np.float32), casting="unsafe")
+
+
 def torch_model_from(model, torch):
-    """The identical network in PyTorch, with a copy of ``model``'s current weights."""
+    """The identical network in PyTorch, with a copy of ``model``'s current weights (and batch norm's
+    running statistics). Dropout draws its masks from PyTorch's generator, not digitnet's."""
     from digitnet.nn import Dense, Flatten
     from digitnet.nn.activations import ReLU
+    from digitnet.nn.batchnorm import BatchNorm
     from digitnet.nn.conv import Conv2D
+    from digitnet.nn.dropout import Dropout
     from digitnet.nn.pooling import MaxPool2D
 
     nn = torch.nn
     modules = []
+    shape = tuple(model.input_shape)
     for layer in model.layers:
+        layer_input, shape = shape, layer.output_shape(shape)
         if isinstance(layer, Dense):
             linear = nn.Linear(layer.in_features, layer.out_features)
             with torch.no_grad():   # torch keeps the weight as [out, in]
@@ -263,9 +328,40 @@ def torch_model_from(model, torch):
             modules.append(nn.MaxPool2d(layer.kernel_size, layer.stride))
         elif isinstance(layer, Flatten):
             modules.append(nn.Flatten())
+        elif isinstance(layer, BatchNorm):
+            # the same convention: momentum is the weight of the batch's statistics, the running
+            # variance the unbiased one; per channel of [B, C, H, W] or per feature of [B, F]
+            kind = nn.BatchNorm2d if len(layer_input) == 3 else nn.BatchNorm1d
+            norm = kind(layer.num_features, eps=layer.eps, momentum=layer.momentum)
+            with torch.no_grad():
+                norm.weight.copy_(torch.from_numpy(layer.params["gamma"]))
+                norm.bias.copy_(torch.from_numpy(layer.params["beta"]))
+                norm.running_mean.copy_(torch.from_numpy(layer.buffers["running_mean"]))
+                norm.running_var.copy_(torch.from_numpy(layer.buffers["running_var"]))
+            modules.append(norm)
+        elif isinstance(layer, Dropout):
+            modules.append(nn.Dropout(layer.rate))
         else:
             raise ConfigError(f"the benchmark has no PyTorch twin for {type(layer).__name__}")
     return nn.Sequential(*modules)
+
+
+def torch_optimizer_from(optimizer, parameters, torch):
+    """PyTorch's optimizer doing what digitnet's ``optimizer`` does (SGD with momentum, Adam), with
+    the same settings; its learning rate is set before every step where a schedule changes it."""
+    from digitnet.nn.adam import Adam
+    from digitnet.nn.optim import SGD
+
+    if getattr(optimizer, "weight_decay", 0):
+        # digitnet decays weight matrices only; torch's weight_decay would decay biases too
+        raise ConfigError("the benchmark's PyTorch twin does not do weight decay")
+    if isinstance(optimizer, Adam):            # AdamW without weight decay is Adam
+        return torch.optim.Adam(parameters, lr=optimizer.lr, betas=(optimizer.beta1, optimizer.beta2),
+                                eps=optimizer.eps)
+    if isinstance(optimizer, SGD):
+        return torch.optim.SGD(parameters, lr=optimizer.lr, momentum=optimizer.momentum,
+                               nesterov=optimizer.nesterov)
+    raise ConfigError(f"the benchmark has no PyTorch twin for the optimizer {type(optimizer).__name__}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,10 +372,10 @@ class DigitnetRun:
 
     name = "digitnet"
 
-    def __init__(self, config: BenchConfig, train, test) -> None:
+    def __init__(self, config: BenchConfig, train, test, epochs: int | None = None) -> None:
         from digitnet.training import build_trainer
 
-        self.trainer = build_trainer(train_config(config), train, log=lambda message: None)
+        self.trainer = build_trainer(train_config(config, epochs), train, log=lambda message: None)
         self.test = test
 
     @property
@@ -300,42 +396,73 @@ class TorchRun:
     """The same network, weights, batches and optimizer in PyTorch (a plain training loop).
 
     The images are held as one pre-scaled float32 tensor (the usual ``TensorDataset`` way), so
-    each batch is a single index operation: the cheapest data path PyTorch offers.
+    each batch is a single index operation: the cheapest data path PyTorch offers. With
+    augmentation, each batch's uint8 images go through digitnet's own augmentation function, drawing
+    from this run's copy of the data generator exactly as digitnet's Trainer draws from its own (the
+    epoch's order, then each batch's distortions), so both see the same augmented images; they are
+    then scaled to float32 as digitnet scales them. A learning-rate schedule (digitnet's own object)
+    sets the rate before every step at digitnet's progress ``epoch + batch / batches_per_epoch``.
     """
 
     name = "torch"
 
-    def __init__(self, config: BenchConfig, train, test) -> None:
+    def __init__(self, config: BenchConfig, train, test, epochs: int | None = None,
+                 threads: int | None = None) -> None:
+        from digitnet.config import build_augment, build_optimizer, build_schedule
+        from digitnet.kernels.parallel import available_cores
+
         torch = _require("torch", "PyTorch")
         self.torch = torch
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(threads or available_cores())
         torch.manual_seed(SEED)
+        settings = train_config(config, epochs)
+        if (settings.loss, settings.loss_reduction, settings.clip_norm) != ("cross_entropy", "mean", 0):
+            raise ConfigError("the benchmark's PyTorch twin trains with mean cross-entropy and no clipping")
+        self.label_smoothing = settings.label_smoothing
         self.net = torch_model_from(build_digitnet_model(config), torch)
-        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=config.lr, momentum=config.momentum,
-                                         nesterov=config.nesterov)
-        shape = (-1, *config.input_shape)
-        self.x = torch.from_numpy(train.images.reshape(shape).astype(np.float32) / np.float32(255))
+        self.optimizer = torch_optimizer_from(build_optimizer(settings), self.net.parameters(), torch)
+        schedule = build_schedule(settings)
+        self.schedule = schedule if schedule.name != "constant" or schedule.warmup_epochs else None
+        self.augment = build_augment(settings)
+        self.shape = (-1, *config.input_shape)
+        self.images = train.images
+        self.x = None if self.augment is not None else torch.from_numpy(_scaled(train.images, self.shape))
         self.y = torch.from_numpy(train.labels.astype(np.int64))
-        self.x_test = torch.from_numpy(test.images.reshape(shape).astype(np.float32) / np.float32(255))
+        self.x_test = torch.from_numpy(_scaled(test.images, self.shape))
         self.y_test = torch.from_numpy(test.labels.astype(np.int64))
-        self.batch_size = config.batch_size
+        n = len(train.labels)
+        self.batch_size = min(settings.batch_size or n, n)            # as the Trainer cuts batches
+        self.batches_per_epoch = -(-n // self.batch_size)
+        self.epochs_done = 0
         self.rng = data_rng()
 
     def epoch(self) -> None:
         torch, net, optimizer = self.torch, self.net, self.optimizer
-        order = torch.from_numpy(self.rng.permutation(len(self.y)))
+        order = self.rng.permutation(len(self.y))
+        order_t = torch.from_numpy(order)
         net.train()
         loss_sum, correct = 0.0, 0
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            x, y = self.x[idx], self.y[idx]
+        for b in range(self.batches_per_epoch):
+            rows = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            idx = order_t[rows]
+            if self.augment is None:
+                x = self.x[idx]
+            else:
+                raw = self.augment(np.take(self.images, order[rows], axis=0), self.rng)
+                x = torch.from_numpy(_scaled(raw, self.shape))
+            y = self.y[idx]
             optimizer.zero_grad(set_to_none=True)
             outputs = net(x)
-            loss = torch.nn.functional.cross_entropy(outputs, y)
+            loss = torch.nn.functional.cross_entropy(outputs, y, label_smoothing=self.label_smoothing)
             loss.backward()
+            if self.schedule is not None:
+                lr = self.schedule(self.epochs_done + b / self.batches_per_epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
             optimizer.step()
             loss_sum += loss.item() * len(y)                 # the same running metrics digitnet keeps
             correct += int((outputs.argmax(dim=1) == y).sum())
+        self.epochs_done += 1
 
     def test_accuracy(self) -> float:
         with self.torch.no_grad():
@@ -386,6 +513,7 @@ class SklearnRun:
 def matmul_plan(model, batch: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``[(a, b, out), ...]``: every product one training step of ``model`` needs, for ``batch`` images.
 
+    Layers without a product (activations, pooling, Flatten, BatchNorm, Dropout) add nothing.
     Dense ``n_in -> n_out``: ``x @ W`` (forward), ``x.T @ g`` (weight gradient) and, except for the
     first layer, ``g @ W.T`` (input gradient). Conv2D as one im2col GEMM each way, ``P = B*H_out*W_out``,
     ``K = C_in*kH*kW``: ``W_mat @ cols.T`` (forward), ``g_mat @ cols`` (weight gradient) and, except
@@ -419,6 +547,7 @@ def matmul_plan(model, batch: int, rng: np.random.Generator) -> list[tuple[np.nd
             if not first:
                 plan.append((g_mat.T, w_mat, np.empty((positions, k), np.float32)))
             first = False
+        # anything else (ReLU, MaxPool2D, Flatten, BatchNorm, Dropout) is element-wise work: skipped
         shape = out_shape
     return plan
 
@@ -526,9 +655,12 @@ def _run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure_peak_memory(config: BenchConfig, framework: str, quick: bool, data_dir: str | None) -> float | None:
-    """Peak RSS (MB) of a fresh process that loads the data and trains one epoch with ``framework`` only."""
-    spec = {"what": "peak", "config": config.name, "framework": framework, "quick": quick, "data_dir": data_dir}
+def measure_peak_memory(config: BenchConfig, framework: str, quick: bool, data_dir: str | None,
+                        epochs: int | None = None, threads: int | None = None) -> float | None:
+    """Peak RSS (MB) of a fresh process that loads the data and trains one epoch with ``framework`` only
+    (set up for ``epochs`` epochs, PyTorch on ``threads`` threads; $DIGITNET_THREADS is inherited)."""
+    spec = {"what": "peak", "config": config.name, "framework": framework, "quick": quick, "data_dir": data_dir,
+            "epochs": epochs, "threads": threads}
     return _run_child(spec, timeout=1800).get("peak_rss_mb")
 
 
@@ -547,16 +679,22 @@ def measure_train_memory(preset: str, epochs: int, data_dir: str | None, limit_t
 def child_main(spec: dict[str, Any]) -> int:
     """Entry point of the measuring subprocesses; prints one JSON line (the error on stderr).
 
-    ``{"what": "peak", "config", "framework", "quick", "data_dir"}`` trains one epoch of one
-    framework; ``{"what": "train", "preset", "epochs", "data_dir", "limit_train"}`` runs what
+    ``{"what": "peak", "config", "framework", "quick", "data_dir", "epochs", "threads"}`` trains one
+    epoch of one framework; ``{"what": "train", "preset", "epochs", "data_dir", "limit_train"}`` runs what
     ``digitnet train --preset PRESET --epochs N`` runs (:func:`digitnet.runs.run_training`).
     """
     try:
         if spec["what"] == "peak":
             config = CONFIGS[spec["config"]]
             train, test = load_data(config, spec["quick"], spec["data_dir"])
-            run = {"digitnet": DigitnetRun, "torch": TorchRun, "sklearn": SklearnRun}[spec["framework"]]
-            run(config, train, test).epoch()
+            framework, epochs = spec["framework"], spec.get("epochs")
+            if framework == "digitnet":
+                run = DigitnetRun(config, train, test, epochs)
+            elif framework == "torch":
+                run = TorchRun(config, train, test, epochs, spec.get("threads"))
+            else:
+                run = SklearnRun(config, train, test)
+            run.epoch()
             print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
             return 0
         from digitnet.config import load_preset
@@ -578,14 +716,52 @@ def child_main(spec: dict[str, Any]) -> int:
 # ----------------------------------------------------------------------------------------------
 # The benchmark
 # ----------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def digitnet_threads(threads: int) -> Iterator[None]:
+    """While active, ``$DIGITNET_THREADS`` is ``threads`` (for this process and the subprocesses it
+    starts); the previous value (or its absence) is restored afterwards."""
+    from digitnet.kernels.parallel import ENV_VAR
+
+    previous = os.environ.get(ENV_VAR)
+    os.environ[ENV_VAR] = str(threads)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = previous
+
+
 def run_benchmark(config: BenchConfig, *, epochs: int | None = None, quick: bool = False,
                   data_dir: str | None = None, sklearn: bool = True, memory: bool = True,
-                  log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
-    """Train every framework ``epochs`` epochs in turn and return the result dict (see the module doc)."""
-    epochs = epochs or (2 if quick else config.epochs)
+                  threads: int | None = None, log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+    """Train every framework ``epochs`` epochs in turn and return the result dict (see the module doc).
+
+    ``threads``: digitnet's thread setting ($DIGITNET_THREADS, while the benchmark runs) and
+    ``torch.set_num_threads``; default $DIGITNET_THREADS if set, else the number of cores.
+    """
+    from digitnet.kernels.parallel import resolve_threads
+
+    threads = resolve_threads(threads)
+    torch = _require("torch", "PyTorch")
+    torch_threads_before = torch.get_num_threads()
+    try:
+        with digitnet_threads(threads):
+            return _run_benchmark(config, epochs=epochs, quick=quick, data_dir=data_dir, sklearn=sklearn,
+                                  memory=memory, threads=threads, log=log)
+    finally:
+        torch.set_num_threads(torch_threads_before)
+
+
+def _run_benchmark(config: BenchConfig, *, epochs: int | None, quick: bool, data_dir: str | None, sklearn: bool,
+                   memory: bool, threads: int, log: Callable[[str], None]) -> dict[str, Any]:
+    from digitnet.kernels.parallel import resolve_threads
+
+    epochs = epochs or (min(2, config.epochs) if quick else config.epochs)
     train, test = load_data(config, quick, data_dir)
     use_sklearn = sklearn and config.arch is not None
-    runs: list[Any] = [DigitnetRun(config, train, test), TorchRun(config, train, test)]
+    runs: list[Any] = [DigitnetRun(config, train, test, epochs), TorchRun(config, train, test, epochs, threads)]
     if use_sklearn:
         runs.append(SklearnRun(config, train, test))
     bound = MatmulBound(config, len(train))
@@ -606,7 +782,8 @@ def run_benchmark(config: BenchConfig, *, epochs: int | None = None, quick: bool
     load_after = os.getloadavg()
     flops = bound.flops
     result: dict[str, Any] = {
-        "config": config.name, "description": config.description, "optimizer": config.optimizer_text,
+        "config": config.name, "description": config.description, "preset": config.preset,
+        "optimizer": optimizer_text(train_config(config, epochs)),
         "batch_size": config.batch_size, "epochs": epochs, "quick": quick, "train_images": len(train),
         "test_images": len(test), "flops_per_epoch": flops,
         "load_average": {"before": list(load_before), "after": list(load_after)},
@@ -617,7 +794,8 @@ def run_benchmark(config: BenchConfig, *, epochs: int | None = None, quick: bool
         stats = summarize(times[run.name])
         stats["gflops"] = flops / stats["median"] / 1e9
         stats["test_accuracy"] = run.test_accuracy()
-        stats["peak_rss_mb"] = measure_peak_memory(config, run.name, quick, data_dir) if memory else None
+        stats["peak_rss_mb"] = measure_peak_memory(config, run.name, quick, data_dir, epochs, threads) \
+            if memory else None
         result["frameworks"][run.name] = stats
     bound_stats = summarize(times[bound.name])
     bound_stats["gflops"] = flops / bound_stats["median"] / 1e9
@@ -632,6 +810,8 @@ def run_benchmark(config: BenchConfig, *, epochs: int | None = None, quick: bool
     }
     result["inference"] = inference_times(runs[0], runs[1], test, quick)
     torch = runs[1].torch
+    # digitnet's thread setting as its kernels read it, and the threads PyTorch ran on
+    result["threads"] = {"digitnet": resolve_threads(None), "torch": torch.get_num_threads()}
     result["versions"] = {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                           "torch_blas": "mkl" if torch.backends.mkl.is_available() else "other"}
     if use_sklearn:
@@ -675,15 +855,38 @@ def markdown_table(results: list[dict[str, Any]], train_memory: list[dict[str, A
                 text += (f" (PyTorch {inf['torch_one_image_ms']:.2f} ms, {inf['torch_test_set_s']:.3f} s)")
             notes.append(f"- {text}")
         load = result["load_average"]
-        notes.append(f"- {result['config']}: {result['epochs']} epochs each on {result['train_images']:,} "
-                     f"images, {result['date']}, load average {load['before'][0]:.1f} before, "
-                     f"{load['after'][0]:.1f} after")
+        text = (f"- {result['config']}: {epochs_text(result['epochs'])} each on {result['train_images']:,} "
+                f"images, {result['date']}, load average {load['before'][0]:.1f} before, "
+                f"{load['after'][0]:.1f} after")
+        if "threads" in result:
+            text += f"; threads: digitnet {result['threads']['digitnet']}, PyTorch {result['threads']['torch']}"
+        notes.append(text)
+        if result.get("preset"):
+            notes.append(f"- {result['config']}: the `{result['preset']}` preset as configured, its schedule "
+                         f"spanning {epochs_text(result['epochs'])}; PyTorch sets the same rate before "
+                         "every step" + _twin_note(result["preset"]))
     for entry in train_memory:
         if entry.get("peak_rss_mb") is not None:
             notes.append(f"- `digitnet train --preset {entry['preset']} --epochs {entry['epochs']}`"
                          + (f" (first {entry['limit_train']:,} images)" if entry.get("limit_train") else "")
                          + f": peak memory {entry['peak_rss_mb']:.0f} MB")
     return "\n".join(lines + [""] + notes) + "\n"
+
+
+def _twin_note(preset: str) -> str:
+    """What else the PyTorch twin of ``preset`` shares with digitnet, and what it does not."""
+    from digitnet.config import load_preset
+
+    try:
+        config = load_preset(preset)
+    except ConfigError:
+        return ""
+    note = ""
+    if config.augment:
+        note += "; both augment each batch with digitnet's augmentation from copies of one seeded generator"
+    if any(layer.get("type") == "Dropout" for layer in config.layers or []) or config.dropout:
+        note += "; dropout masks are each framework's own"
+    return note
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -710,7 +913,10 @@ def write_results(result: dict[str, Any] | None, out_dir: Path, name: str | None
 
 def format_result(result: dict[str, Any]) -> str:
     """A few human lines for the terminal."""
-    lines = [f"{result['config']}: {result['description']}, {result['optimizer']}"]
+    lines = [f"{result['config']}: {result['description']}, {result['optimizer']}, batch {result['batch_size']}"]
+    threads = result.get("threads")
+    lines.append(f"  {epochs_text(result['epochs'])} on {result['train_images']:,} images"
+                 + (f", threads: digitnet {threads['digitnet']}, PyTorch {threads['torch']}" if threads else ""))
     for name, stats in [*result["frameworks"].items(), ("matmuls alone", result["matmul_bound"])]:
         extra = f", test accuracy {100 * stats['test_accuracy']:.2f}%" if "test_accuracy" in stats else ""
         lines.append(f"  {name:14s} {stats['median']:.3f} s/epoch (p10 {stats['p10']:.3f}), "

@@ -26,10 +26,10 @@ def register(subparsers) -> None:
 
 
 def _epilog() -> str:
-    from digitnet.bench import CONFIGS
+    from digitnet.bench import CONFIGS, epochs_text
 
     return "configurations:\n" + "\n".join(f"  {name}: {c.description}, {c.optimizer_text}, batch "
-                                           f"{c.batch_size}, {c.epochs} epochs" for name, c in CONFIGS.items())
+                                           f"{c.batch_size}, {epochs_text(c.epochs)}" for name, c in CONFIGS.items())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", metavar="DIR", help="folder with the MNIST files")
     parser.add_argument("--no-sklearn", action="store_true", help="leave scikit-learn out")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--threads", type=positive_int, metavar="N",
+                        help="threads for both: DIGITNET_THREADS=N for digitnet, torch.set_num_threads(N) for "
+                             "PyTorch (default: $DIGITNET_THREADS if set, else the number of cores)")
     parser.add_argument("--train-memory", metavar="PRESET",
                         help="also measure the peak memory of 'digitnet train --preset PRESET --epochs 2'")
     parser.add_argument("--only-train-memory", action="store_true", help="with --train-memory: nothing else")
@@ -52,8 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args, default_out: Path | None = None) -> int:
     from digitnet import bench
     from digitnet.errors import ConfigError
+    from digitnet.kernels.parallel import resolve_threads
 
     configs = bench.configs_named(args.configs)
+    threads = resolve_threads(args.threads)
     if args.only_train_memory and not args.train_memory:
         raise ConfigError("--only-train-memory needs --train-memory PRESET")
     bench.require_frameworks(sklearn=not args.no_sklearn)
@@ -67,13 +72,15 @@ def run(args, default_out: Path | None = None) -> int:
 
     for config in ([] if args.only_train_memory else configs):
         result = bench.run_benchmark(config, epochs=args.epochs, quick=args.quick, data_dir=args.data_dir,
-                                     sklearn=not args.no_sklearn, memory=not args.no_memory, log=log)
+                                     sklearn=not args.no_sklearn, memory=not args.no_memory, threads=threads,
+                                     log=log)
         path = bench.write_results(result, out_dir)
         print(bench.format_result(result))
         print(f"wrote {path} and {out_dir / 'bench.md'}")
     if args.train_memory:
-        memory = bench.measure_train_memory(args.train_memory, 1 if args.quick else 2, args.data_dir,
-                                            2048 if args.quick else None)
+        with bench.digitnet_threads(threads):       # the training subprocess inherits the setting
+            memory = bench.measure_train_memory(args.train_memory, 1 if args.quick else 2, args.data_dir,
+                                                2048 if args.quick else None)
         path = bench.write_results(memory, out_dir, name=f"train-memory-{args.train_memory}")
         print(f"digitnet train --preset {args.train_memory}: peak memory "
               f"{memory.get('peak_rss_mb', float('nan')):.0f} MB {memory.get('error', '')}".rstrip())
