@@ -1,0 +1,261 @@
+"""Winograd convolution F(m x m, 3 x 3) for 3x3, stride-1 layers (m = 2 or 4).
+
+Winograd's minimal filtering computes an ``m x m`` block of outputs of a 3x3 correlation from an
+``a x a`` tile of the input (``a = m + 2``) with ``a^2`` products instead of ``9 m^2``::
+
+    y_tile = A^T [ (G w G^T) (.) (B^T d B) ] A          d [a, a] input tile, w [3, 3] kernel, (.) elementwise
+
+``B^T [a, a]``, ``G [a, 3]`` and ``A^T [m, a]`` are fixed matrices (Lavin & Gray 2016, interpolation
+points 0, +-1 for m = 2 and 0, +-1, +-2 for m = 4, plus infinity). With channels, the sum over
+``C_in`` moves inside the brackets, so at each of the ``a^2`` transform positions ``p = (xi, nu)``
+it is one real matrix product over the channels::
+
+    V[p, c, n] = (B^T d_{c, n} B)[p]             transformed input tiles, n = (b, tile_h, tile_w)
+    U[p, o, c] = (G w_{o, c} G^T)[p]             transformed kernels
+    M[p, o, n] = sum_c U[p, o, c] V[p, c, n]     [C_out, C_in] @ [C_in, B*tiles] per position
+    y[b, o, tile] = A^T M[:, o, n] A + bias[o]
+
+For 32 -> 64 channels that is ``a^2 / m^2`` = 4 (m = 2) or 2.25 (m = 4) products per output
+instead of 9. Each two-sided transform ``T X T^T`` of a tile is one product with the Kronecker
+matrix ``kron(T, T)`` acting on the flattened tile, so every transform is a single GEMM over all
+tiles and channels; the tiles are kept transform-position-major (``[p, C, B*tiles]``) so the
+product over channels is one large GEMM per position.
+
+Backward is the chain rule through these linear maps (``g = dL/dy`` cut into ``m x m`` tiles)::
+
+    Gt[p, o, n]        = (A g_{o, n} A^T)[p]                       transformed output gradient
+    dU[p, o, c]        = sum_n Gt[p, o, n] V[p, c, n]              -> dL/dw = G^T dU G
+    dV[p, c, n]        = sum_o U[p, o, c] Gt[p, o, n]              -> dL/dd = B dV B^T
+    dL/dx_pad          = the tiles' gradients added back where the (overlapping) tiles came from
+
+Output sizes that are not multiples of ``m`` get whole tiles: the input is zero-padded past its
+end and the extra outputs are cropped (their gradient is zero).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from digitnet.errors import ConfigError
+
+Buffer = Callable[[str, tuple[int, ...], np.dtype], np.ndarray]
+
+#: (B^T, G, A^T) of F(m, 3) for m = 2 and 4, from Lavin & Gray, "Fast Algorithms for Convolutional
+#: Neural Networks" (2016); exact in binary floating point except G's sixths and twenty-fourths
+TRANSFORMS = {
+    2: (
+        [[1, 0, -1, 0],
+         [0, 1, 1, 0],
+         [0, -1, 1, 0],
+         [0, 1, 0, -1]],
+        [[1, 0, 0],
+         [1 / 2, 1 / 2, 1 / 2],
+         [1 / 2, -1 / 2, 1 / 2],
+         [0, 0, 1]],
+        [[1, 1, 1, 0],
+         [0, 1, -1, -1]],
+    ),
+    4: (
+        [[4, 0, -5, 0, 1, 0],
+         [0, -4, -4, 1, 1, 0],
+         [0, 4, -4, -1, 1, 0],
+         [0, -2, -1, 2, 1, 0],
+         [0, 2, -1, -2, 1, 0],
+         [0, 4, 0, -5, 0, 1]],
+        [[1 / 4, 0, 0],
+         [-1 / 6, -1 / 6, -1 / 6],
+         [-1 / 6, 1 / 6, -1 / 6],
+         [1 / 24, 1 / 12, 1 / 6],
+         [1 / 24, -1 / 12, 1 / 6],
+         [0, 0, 1]],
+        [[1, 1, 1, 1, 1, 0],
+         [0, 1, -1, 2, -2, 0],
+         [0, 1, 1, 4, 4, 0],
+         [0, 1, -1, 8, -8, 1]],
+    ),
+}
+
+
+def transform_matrices(tile: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(B^T [a, a], G [a, 3], A^T [m, a])`` of F(m, 3), ``m = tile``, ``a = m + 2``, in float64."""
+    if tile not in TRANSFORMS:
+        raise ConfigError(f"Winograd tile must be 2 or 4, got {tile!r}")
+    return tuple(np.array(matrix, dtype=np.float64) for matrix in TRANSFORMS[tile])
+
+
+class WinogradPlan:
+    """F(m x m, 3 x 3) for one geometry: image ``H x W``, padding ``(pH, pW)``, stride 1, one dtype.
+
+    Attributes:
+        out_h, out_w: the output size, ``H + 2 pH - 2`` (as Conv2D).
+        tile: ``m``, outputs per tile along each axis; ``alpha = m + 2`` inputs per tile.
+        tiles_h, tiles_w: tiles along each axis, ``ceil(out / m)``.
+        input_transform ``[a^2, a^2]``, kernel_transform ``[a^2, 9]``, output_transform ``[m^2, a^2]``:
+            ``kron(B^T, B^T)``, ``kron(G, G)``, ``kron(A^T, A^T)``, acting on row-major flattened tiles.
+    """
+
+    def __init__(self, height: int, width: int, padding: tuple[int, int], dtype: np.dtype, tile: int = 2) -> None:
+        input_t, kernel_t, output_t = transform_matrices(tile)
+        self.height, self.width = height, width
+        self.pad_h, self.pad_w = padding
+        self.out_h, self.out_w = height + 2 * self.pad_h - 2, width + 2 * self.pad_w - 2
+        if self.out_h < 1 or self.out_w < 1:
+            raise ConfigError(f"a 3x3 kernel with padding {padding} does not fit a {height}x{width} input")
+        self.dtype = np.dtype(dtype)
+        self.tile, self.alpha = tile, tile + 2
+        self.tiles_h, self.tiles_w = -(-self.out_h // tile), -(-self.out_w // tile)
+        # the padded input holds whole blocks of m rows/columns, one more than the tiles: a tile reads
+        # its own block and 2 rows/columns of the next; (tiles + 1) blocks also let backward add the
+        # tiles' gradients back block by block (see _add_tiles)
+        self.padded_h, self.padded_w = (self.tiles_h + 1) * tile, (self.tiles_w + 1) * tile
+        self.input_transform = np.kron(input_t, input_t).astype(self.dtype)
+        self.kernel_transform = np.kron(kernel_t, kernel_t).astype(self.dtype)
+        self.output_transform = np.kron(output_t, output_t).astype(self.dtype)
+
+    @property
+    def positions(self) -> int:
+        """``a^2``, the transform positions (one product over channels each)."""
+        return self.alpha * self.alpha
+
+    # -- transforms ------------------------------------------------------------------------------
+    def kernel_tiles(self, weights: np.ndarray) -> np.ndarray:
+        """``U [a^2, C_out, C_in]``: ``G w G^T`` of every 3x3 kernel, one product over the 9 offsets."""
+        channels_out, channels_in = weights.shape[:2]
+        by_offset = weights.transpose(2, 3, 0, 1).reshape(9, -1).astype(self.dtype, copy=False)   # [9, O*C]
+        return np.matmul(self.kernel_transform, by_offset).reshape(self.positions, channels_out, channels_in)
+
+    def kernel_from_tiles(self, tiles: np.ndarray, out: np.ndarray) -> None:
+        """``out [C_out, C_in, 3, 3] = G^T dU G``: the transpose of :meth:`kernel_tiles` (for gradients)."""
+        _, channels_out, channels_in = tiles.shape
+        by_offset = np.matmul(self.kernel_transform.T, tiles.reshape(self.positions, -1))           # [9, O*C]
+        np.copyto(out, by_offset.reshape(3, 3, channels_out, channels_in).transpose(2, 3, 0, 1))
+
+    def _padded(self, x: np.ndarray, buffer: Buffer, name: str) -> np.ndarray:
+        """``x`` in a zero frame ``[B, C, padded_h, padded_w]``: ``pH``/``pW`` zeros before, enough after.
+
+        Only the frame is zeroed (the buffer may hold the last batch): the interior is overwritten.
+        """
+        batch, channels, height, width = x.shape
+        top, left = self.pad_h, self.pad_w
+        padded = buffer(name, (batch, channels, self.padded_h, self.padded_w), self.dtype)
+        padded[:, :, :top] = 0
+        padded[:, :, top + height:] = 0
+        padded[:, :, top:top + height, :left] = 0
+        padded[:, :, top:top + height, left + width:] = 0
+        padded[:, :, top:top + height, left:left + width] = x
+        return padded
+
+    def input_tiles(self, x: np.ndarray, buffer: Buffer, name: str) -> np.ndarray:
+        """``V [a^2, C_in, B*tiles]``: ``B^T d B`` of every (overlapping) ``a x a`` input tile.
+
+        One copy gathers the tiles position-major (``d[(i, j), c, b, th, tw] = x_pad[b, c, th*m + i, tw*m + j]``),
+        one GEMM with ``kron(B^T, B^T)`` transforms them all.
+        """
+        batch, channels = x.shape[:2]
+        padded = self._padded(x, buffer, name + "_pad")
+        s_b, s_c, s_h, s_w = padded.strides
+        m, a = self.tile, self.alpha
+        view = as_strided(padded, (a, a, channels, batch, self.tiles_h, self.tiles_w),
+                          (s_h, s_w, s_c, s_b, m * s_h, m * s_w), writeable=False)
+        gathered = buffer(name + "_gather", view.shape, self.dtype)
+        np.copyto(gathered, view)
+        tiles = buffer(name, (self.positions, channels, batch * self.tiles_h * self.tiles_w), self.dtype)
+        np.matmul(self.input_transform, gathered.reshape(self.positions, -1), out=tiles.reshape(self.positions, -1))
+        return tiles
+
+    def output_tiles(self, grad_out: np.ndarray, buffer: Buffer, name: str) -> np.ndarray:
+        """``Gt [a^2, C_out, B*tiles]``: ``A g A^T`` of every ``m x m`` output-gradient tile (zeros past the end)."""
+        batch, channels = grad_out.shape[:2]
+        m = self.tile
+        gathered = buffer(name + "_gather", (m, m, channels, batch, self.tiles_h, self.tiles_w), self.dtype)
+        # gathered[r, s, o, b, th, tw] = g[b, o, th*m + r, tw*m + s], one block view per ragged edge
+        blocks = gathered.transpose(3, 2, 4, 0, 5, 1)                    # [b, o, th, r, tw, s]
+        full_h, full_w = self.out_h // m, self.out_w // m
+        if full_h < self.tiles_h or full_w < self.tiles_w:
+            framed = buffer(name + "_frame", (batch, channels, self.tiles_h * m, self.tiles_w * m), self.dtype)
+            framed[:, :, self.out_h:] = 0
+            framed[:, :, :self.out_h, self.out_w:] = 0
+            framed[:, :, :self.out_h, :self.out_w] = grad_out
+            source = framed
+        else:
+            source = grad_out
+        np.copyto(blocks, source.reshape(batch, channels, self.tiles_h, m, self.tiles_w, m))
+        transformed = buffer(name, (self.positions, channels, batch * self.tiles_h * self.tiles_w), self.dtype)
+        np.matmul(self.output_transform.T, gathered.reshape(m * m, -1), out=transformed.reshape(self.positions, -1))
+        return transformed
+
+    # -- forward and backward --------------------------------------------------------------------
+    def forward(self, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, y: np.ndarray, buffer: Buffer,
+                name: str) -> dict[str, Any]:
+        """Write ``y [B, C_out, out_h, out_w]`` = the 3x3 correlation of ``x [B, C_in, H, W]`` plus ``bias``.
+
+        Returns the cache backward needs: the transformed input tiles ``V`` and the input's shape.
+        """
+        batch, channels_out = y.shape[:2]
+        m, tiles = self.tile, self.tiles_h * self.tiles_w
+        input_tiles = self.input_tiles(x, buffer, name + "x_tiles")                            # V  [a^2, C, N]
+        products = buffer(name + "products", (self.positions, channels_out, batch * tiles), self.dtype)
+        np.matmul(self.kernel_tiles(weights), input_tiles, out=products)                       # M = U V
+        blocks = buffer(name + "y_tiles", (m, m, channels_out, batch, self.tiles_h, self.tiles_w), self.dtype)
+        np.matmul(self.output_transform, products.reshape(self.positions, -1), out=blocks.reshape(m * m, -1))
+        # y[b, o, th*m + r, tw*m + s] = blocks[r, s, o, b, th, tw] + bias[o], in one pass
+        source = blocks.transpose(3, 2, 4, 0, 5, 1)                                            # [b, o, th, r, tw, s]
+        shift = bias.astype(self.dtype, copy=False).reshape(1, -1, 1, 1, 1, 1)
+        if self.out_h % m == 0 and self.out_w % m == 0:
+            np.add(source, shift, out=y.reshape(batch, channels_out, self.tiles_h, m, self.tiles_w, m))
+        else:
+            full = buffer(name + "y_full", (batch, channels_out, self.tiles_h * m, self.tiles_w * m), self.dtype)
+            np.add(source, shift, out=full.reshape(batch, channels_out, self.tiles_h, m, self.tiles_w, m))
+            np.copyto(y, full[:, :, :self.out_h, :self.out_w])
+        return {"x_shape": x.shape, "input_tiles": input_tiles}
+
+    def backward(self, grad_out: np.ndarray, cache: dict[str, Any], weights: np.ndarray, grad_weights: np.ndarray,
+                 grad_bias: np.ndarray, grad_in: np.ndarray | None, buffer: Buffer, name: str) -> None:
+        """Write ``dL/dweights``, ``dL/dbias`` and (unless ``grad_in`` is None) ``dL/dx`` from ``grad_out``.
+
+        ``cache`` is what :meth:`forward` returned; its ``V`` is read, so no other forward through the
+        same buffer names may come in between.
+        """
+        input_tiles = cache["input_tiles"]                                                     # V  [a^2, C, N]
+        channels_out = grad_out.shape[1]
+        channels_in = input_tiles.shape[1]
+        np.sum(grad_out, axis=(0, 2, 3), out=grad_bias)
+        grad_tiles = self.output_tiles(grad_out, buffer, name + "g_tiles")                     # Gt [a^2, O, N]
+        grad_kernel_tiles = buffer(name + "grad_u", (self.positions, channels_out, channels_in), self.dtype)
+        np.matmul(grad_tiles, input_tiles.transpose(0, 2, 1), out=grad_kernel_tiles)          # dU = Gt V^T
+        self.kernel_from_tiles(grad_kernel_tiles, grad_weights)
+        if grad_in is None:
+            return
+        grad_input_tiles = buffer(name + "grad_v", input_tiles.shape, self.dtype)
+        np.matmul(self.kernel_tiles(weights).transpose(0, 2, 1), grad_tiles, out=grad_input_tiles)  # dV = U^T Gt
+        self._add_tiles(grad_input_tiles, cache["x_shape"], grad_in, buffer, name + "grad_x")
+
+    def _add_tiles(self, grad_input_tiles: np.ndarray, x_shape: tuple[int, ...], grad_in: np.ndarray,
+                   buffer: Buffer, name: str) -> None:
+        """``grad_in`` from ``dV``: ``B dV B^T`` per tile, each tile's gradient added where the tile was read.
+
+        Tile ``(th, tw)`` covers padded rows ``th*m .. th*m + m + 1``: its first ``m`` rows are block
+        ``th`` and its last 2 the start of block ``th + 1``. So the first ``m x m`` corner of every
+        tile is written (each block is covered exactly once), then the three overlapping strips are
+        added, each a strided view of the padded gradient as ``[B, C, blocks_h, m, blocks_w, m]``.
+        """
+        batch, channels, height, width = x_shape
+        m, a = self.tile, self.alpha
+        tile_grads = buffer(name + "_tiles", (a, a, channels, batch, self.tiles_h, self.tiles_w), self.dtype)
+        np.matmul(self.input_transform.T, grad_input_tiles.reshape(self.positions, -1),
+                  out=tile_grads.reshape(self.positions, -1))
+        padded = buffer(name + "_pad", (batch, channels, self.padded_h, self.padded_w), self.dtype)
+        blocks = padded.reshape(batch, channels, self.tiles_h + 1, m, self.tiles_w + 1, m)
+        by_tile = tile_grads.transpose(3, 2, 4, 0, 5, 1)                                       # [b, c, th, i, tw, j]
+        th, tw = self.tiles_h, self.tiles_w
+        blocks[:, :, th] = 0                                                                   # written only by adds
+        blocks[:, :, :th, :, tw] = 0
+        np.copyto(blocks[:, :, :th, :, :tw], by_tile[:, :, :, :m, :, :m])
+        blocks[:, :, 1:, :2, :tw] += by_tile[:, :, :, m:, :, :m]
+        blocks[:, :, :th, :, 1:, :2] += by_tile[:, :, :, :m, :, m:]
+        blocks[:, :, 1:, :2, 1:, :2] += by_tile[:, :, :, m:, :, m:]
+        np.copyto(grad_in, padded[:, :, self.pad_h:self.pad_h + height, self.pad_w:self.pad_w + width])
