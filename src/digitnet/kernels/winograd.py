@@ -44,6 +44,9 @@ from digitnet.errors import ConfigError
 
 Buffer = Callable[[str, tuple[int, ...], np.dtype], np.ndarray]
 
+#: the transforms go through chunks of channels whose tiles take about this many bytes (cache-sized)
+CHUNK_BYTES = 1 << 19
+
 #: (B^T, G, A^T) of F(m, 3) for m = 2 and 4, from Lavin & Gray, "Fast Algorithms for Convolutional
 #: Neural Networks" (2016); exact in binary floating point except G's sixths and twenty-fourths
 TRANSFORMS = {
@@ -87,8 +90,38 @@ def transform_matrices(tile: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tuple(np.array(matrix, dtype=np.float64) for matrix in TRANSFORMS[tile])
 
 
+def batch_last(images: np.ndarray, out: np.ndarray, top: int, left: int) -> None:
+    """``out [C, Hf, Wf, B]`` = ``images [B, C, H, W]`` placed at ``(top, left)`` in a zero frame.
+
+    Only the frame is zeroed (``out`` is a reused buffer whose interior is overwritten).
+    """
+    height, width = images.shape[2:]
+    out[:, :top] = 0
+    out[:, top + height:] = 0
+    out[:, top:top + height, :left] = 0
+    out[:, top:top + height, left + width:] = 0
+    np.copyto(out[:, top:top + height, left:left + width], images.transpose(1, 2, 3, 0))
+
+
+def batch_first(framed: np.ndarray, out: np.ndarray, top: int, left: int) -> None:
+    """``out [B, C, H, W]`` = the ``H x W`` window at ``(top, left)`` of ``framed [C, Hf, Wf, B]``.
+
+    One channel at a time: a single 4-D copy reads ``framed`` with a stride of ``B`` floats across
+    the whole array and is 10x slower (20 ms instead of 2 for 64 channels of 14x14, B = 128).
+    """
+    height, width = out.shape[2:]
+    for channel in range(out.shape[1]):
+        np.copyto(out[:, channel], framed[channel, top:top + height, left:left + width].transpose(2, 0, 1))
+
+
 class WinogradPlan:
     """F(m x m, 3 x 3) for one geometry: image ``H x W``, padding ``(pH, pW)``, stride 1, one dtype.
+
+    Inside, images are kept batch-last, ``[C, H, W, B]``, and a tile index is ``n = (th, tw, b)``:
+    the tiles overlap and are read at a stride of ``m``, so with the batch innermost every copy
+    moves runs of ``B`` floats instead of single ones (for 32 channels of 14x14 and B = 128 the tile
+    gather is 3x faster than from NCHW). The transforms go one chunk of channels at a time, so the
+    gathered tiles are still in the cache when the GEMM reads them.
 
     Attributes:
         out_h, out_w: the output size, ``H + 2 pH - 2`` (as Conv2D).
@@ -121,6 +154,12 @@ class WinogradPlan:
         """``a^2``, the transform positions (one product over channels each)."""
         return self.alpha * self.alpha
 
+    def _chunks(self, channels: int, batch: int) -> list[slice]:
+        """Chunks of channels whose ``a x a`` tiles take about CHUNK_BYTES (at least one channel each)."""
+        per_channel = self.positions * self.tiles_h * self.tiles_w * batch * self.dtype.itemsize
+        step = max(1, CHUNK_BYTES // per_channel)
+        return [slice(start, min(start + step, channels)) for start in range(0, channels, step)]
+
     # -- transforms ------------------------------------------------------------------------------
     def kernel_tiles(self, weights: np.ndarray) -> np.ndarray:
         """``U [a^2, C_out, C_in]``: ``G w G^T`` of every 3x3 kernel, one product over the 9 offsets."""
@@ -134,58 +173,46 @@ class WinogradPlan:
         by_offset = np.matmul(self.kernel_transform.T, tiles.reshape(self.positions, -1))           # [9, O*C]
         np.copyto(out, by_offset.reshape(3, 3, channels_out, channels_in).transpose(2, 3, 0, 1))
 
-    def _padded(self, x: np.ndarray, buffer: Buffer, name: str) -> np.ndarray:
-        """``x`` in a zero frame ``[B, C, padded_h, padded_w]``: ``pH``/``pW`` zeros before, enough after.
-
-        Only the frame is zeroed (the buffer may hold the last batch): the interior is overwritten.
-        """
-        batch, channels, height, width = x.shape
-        top, left = self.pad_h, self.pad_w
-        padded = buffer(name, (batch, channels, self.padded_h, self.padded_w), self.dtype)
-        padded[:, :, :top] = 0
-        padded[:, :, top + height:] = 0
-        padded[:, :, top:top + height, :left] = 0
-        padded[:, :, top:top + height, left + width:] = 0
-        padded[:, :, top:top + height, left:left + width] = x
-        return padded
-
     def input_tiles(self, x: np.ndarray, buffer: Buffer, name: str) -> np.ndarray:
-        """``V [a^2, C_in, B*tiles]``: ``B^T d B`` of every (overlapping) ``a x a`` input tile.
+        """``V [a^2, C_in, N]``, ``N = tiles * B``: ``B^T d B`` of every (overlapping) ``a x a`` input tile.
 
-        One copy gathers the tiles position-major (``d[(i, j), c, b, th, tw] = x_pad[b, c, th*m + i, tw*m + j]``),
-        one GEMM with ``kron(B^T, B^T)`` transforms them all.
+        Per chunk of channels one copy gathers the tiles position-major,
+        ``d[(i, j), c, th, tw, b] = x_pad[c, th*m + i, tw*m + j, b]``, and one GEMM with
+        ``kron(B^T, B^T)`` transforms them.
         """
         batch, channels = x.shape[:2]
-        padded = self._padded(x, buffer, name + "_pad")
-        s_b, s_c, s_h, s_w = padded.strides
         m, a = self.tile, self.alpha
-        view = as_strided(padded, (a, a, channels, batch, self.tiles_h, self.tiles_w),
-                          (s_h, s_w, s_c, s_b, m * s_h, m * s_w), writeable=False)
-        gathered = buffer(name + "_gather", view.shape, self.dtype)
-        np.copyto(gathered, view)
-        tiles = buffer(name, (self.positions, channels, batch * self.tiles_h * self.tiles_w), self.dtype)
-        np.matmul(self.input_transform, gathered.reshape(self.positions, -1), out=tiles.reshape(self.positions, -1))
+        padded = buffer(name + "_pad", (channels, self.padded_h, self.padded_w, batch), self.dtype)
+        batch_last(x, padded, self.pad_h, self.pad_w)
+        s_c, s_h, s_w, s_b = padded.strides
+        tiles = buffer(name, (self.positions, channels, self.tiles_h * self.tiles_w * batch), self.dtype)
+        for part in self._chunks(channels, batch):
+            chunk = padded[part]
+            view = as_strided(chunk, (a, a, len(chunk), self.tiles_h, self.tiles_w, batch),
+                              (s_h, s_w, s_c, m * s_h, m * s_w, s_b), writeable=False)
+            gathered = buffer(name + "_gather", view.shape, self.dtype)
+            np.copyto(gathered, view)
+            np.matmul(self.input_transform, gathered.reshape(self.positions, -1),
+                      out=tiles[:, part].reshape(self.positions, -1))
         return tiles
 
     def output_tiles(self, grad_out: np.ndarray, buffer: Buffer, name: str) -> np.ndarray:
-        """``Gt [a^2, C_out, B*tiles]``: ``A g A^T`` of every ``m x m`` output-gradient tile (zeros past the end)."""
+        """``Gt [a^2, C_out, N]``: ``A g A^T`` of every ``m x m`` output-gradient tile (zeros past the end).
+
+        The tiles do not overlap: ``g[(r, s), o, th, tw, b] = g_framed[o, th*m + r, tw*m + s, b]``.
+        """
         batch, channels = grad_out.shape[:2]
         m = self.tile
-        gathered = buffer(name + "_gather", (m, m, channels, batch, self.tiles_h, self.tiles_w), self.dtype)
-        # gathered[r, s, o, b, th, tw] = g[b, o, th*m + r, tw*m + s], one block view per ragged edge
-        blocks = gathered.transpose(3, 2, 4, 0, 5, 1)                    # [b, o, th, r, tw, s]
-        full_h, full_w = self.out_h // m, self.out_w // m
-        if full_h < self.tiles_h or full_w < self.tiles_w:
-            framed = buffer(name + "_frame", (batch, channels, self.tiles_h * m, self.tiles_w * m), self.dtype)
-            framed[:, :, self.out_h:] = 0
-            framed[:, :, :self.out_h, self.out_w:] = 0
-            framed[:, :, :self.out_h, :self.out_w] = grad_out
-            source = framed
-        else:
-            source = grad_out
-        np.copyto(blocks, source.reshape(batch, channels, self.tiles_h, m, self.tiles_w, m))
-        transformed = buffer(name, (self.positions, channels, batch * self.tiles_h * self.tiles_w), self.dtype)
-        np.matmul(self.output_transform.T, gathered.reshape(m * m, -1), out=transformed.reshape(self.positions, -1))
+        framed = buffer(name + "_frame", (channels, self.tiles_h * m, self.tiles_w * m, batch), self.dtype)
+        batch_last(grad_out, framed, 0, 0)
+        by_block = framed.reshape(channels, self.tiles_h, m, self.tiles_w, m, batch).transpose(2, 4, 0, 1, 3, 5)
+        transformed = buffer(name, (self.positions, channels, self.tiles_h * self.tiles_w * batch), self.dtype)
+        for part in self._chunks(channels, batch):
+            gathered = buffer(name + "_gather", (m, m, part.stop - part.start, self.tiles_h, self.tiles_w, batch),
+                              self.dtype)
+            np.copyto(gathered, by_block[:, :, part])
+            np.matmul(self.output_transform.T, gathered.reshape(m * m, -1),
+                      out=transformed[:, part].reshape(self.positions, -1))
         return transformed
 
     # -- forward and backward --------------------------------------------------------------------
@@ -193,32 +220,34 @@ class WinogradPlan:
                 name: str) -> dict[str, Any]:
         """Write ``y [B, C_out, out_h, out_w]`` = the 3x3 correlation of ``x [B, C_in, H, W]`` plus ``bias``.
 
+        ``M = U V`` is one GEMM per transform position; ``A^T M A`` goes chunk by chunk of output
+        channels into a batch-last frame (bias added on the way), which one copy turns into NCHW.
         Returns the cache backward needs: the transformed input tiles ``V`` and the input's shape.
         """
         batch, channels_out = y.shape[:2]
-        m, tiles = self.tile, self.tiles_h * self.tiles_w
+        m = self.tile
         input_tiles = self.input_tiles(x, buffer, name + "x_tiles")                            # V  [a^2, C, N]
-        products = buffer(name + "products", (self.positions, channels_out, batch * tiles), self.dtype)
+        products = buffer(name + "products", (self.positions, channels_out, input_tiles.shape[2]), self.dtype)
         np.matmul(self.kernel_tiles(weights), input_tiles, out=products)                       # M = U V
-        blocks = buffer(name + "y_tiles", (m, m, channels_out, batch, self.tiles_h, self.tiles_w), self.dtype)
-        np.matmul(self.output_transform, products.reshape(self.positions, -1), out=blocks.reshape(m * m, -1))
-        # y[b, o, th*m + r, tw*m + s] = blocks[r, s, o, b, th, tw] + bias[o], in one pass
-        source = blocks.transpose(3, 2, 4, 0, 5, 1)                                            # [b, o, th, r, tw, s]
-        shift = bias.astype(self.dtype, copy=False).reshape(1, -1, 1, 1, 1, 1)
-        if self.out_h % m == 0 and self.out_w % m == 0:
-            np.add(source, shift, out=y.reshape(batch, channels_out, self.tiles_h, m, self.tiles_w, m))
-        else:
-            full = buffer(name + "y_full", (batch, channels_out, self.tiles_h * m, self.tiles_w * m), self.dtype)
-            np.add(source, shift, out=full.reshape(batch, channels_out, self.tiles_h, m, self.tiles_w, m))
-            np.copyto(y, full[:, :, :self.out_h, :self.out_w])
+        framed = buffer(name + "y_frame", (channels_out, self.tiles_h * m, self.tiles_w * m, batch), self.dtype)
+        by_block = framed.reshape(channels_out, self.tiles_h, m, self.tiles_w, m, batch)
+        shift = bias.astype(self.dtype, copy=False).reshape(-1, 1, 1, 1, 1, 1)
+        for part in self._chunks(channels_out, batch):
+            count = part.stop - part.start
+            blocks = buffer(name + "y_blocks", (m, m, count, self.tiles_h, self.tiles_w, batch), self.dtype)
+            np.matmul(self.output_transform, products[:, part].reshape(self.positions, -1),
+                      out=blocks.reshape(m * m, -1))
+            # framed[o, th*m + r, tw*m + s, b] = blocks[r, s, o, th, tw, b] + bias[o]
+            np.add(blocks.transpose(2, 3, 0, 4, 1, 5), shift[part], out=by_block[part])
+            batch_first(framed[part], y[:, part], 0, 0)                 # while the chunk is in the cache
         return {"x_shape": x.shape, "input_tiles": input_tiles}
 
     def backward(self, grad_out: np.ndarray, cache: dict[str, Any], weights: np.ndarray, grad_weights: np.ndarray,
                  grad_bias: np.ndarray, grad_in: np.ndarray | None, buffer: Buffer, name: str) -> None:
         """Write ``dL/dweights``, ``dL/dbias`` and (unless ``grad_in`` is None) ``dL/dx`` from ``grad_out``.
 
-        ``cache`` is what :meth:`forward` returned; its ``V`` is read, so no other forward through the
-        same buffer names may come in between.
+        ``cache`` is what :meth:`forward` returned; its ``V`` lives in a buffer, so no other forward
+        through the same buffer names may come in between.
         """
         input_tiles = cache["input_tiles"]                                                     # V  [a^2, C, N]
         channels_out = grad_out.shape[1]
@@ -239,23 +268,25 @@ class WinogradPlan:
         """``grad_in`` from ``dV``: ``B dV B^T`` per tile, each tile's gradient added where the tile was read.
 
         Tile ``(th, tw)`` covers padded rows ``th*m .. th*m + m + 1``: its first ``m`` rows are block
-        ``th`` and its last 2 the start of block ``th + 1``. So the first ``m x m`` corner of every
-        tile is written (each block is covered exactly once), then the three overlapping strips are
-        added, each a strided view of the padded gradient as ``[B, C, blocks_h, m, blocks_w, m]``.
+        ``th`` and its last 2 the start of block ``th + 1`` (likewise for columns). So the ``m x m``
+        corner of every tile is written (it covers each block once), then the three overlapping
+        strips are added, all through a view of the padded gradient as ``[C, blocks_h, m, blocks_w, m, B]``.
         """
         batch, channels, height, width = x_shape
         m, a = self.tile, self.alpha
-        tile_grads = buffer(name + "_tiles", (a, a, channels, batch, self.tiles_h, self.tiles_w), self.dtype)
-        np.matmul(self.input_transform.T, grad_input_tiles.reshape(self.positions, -1),
-                  out=tile_grads.reshape(self.positions, -1))
-        padded = buffer(name + "_pad", (batch, channels, self.padded_h, self.padded_w), self.dtype)
-        blocks = padded.reshape(batch, channels, self.tiles_h + 1, m, self.tiles_w + 1, m)
-        by_tile = tile_grads.transpose(3, 2, 4, 0, 5, 1)                                       # [b, c, th, i, tw, j]
         th, tw = self.tiles_h, self.tiles_w
-        blocks[:, :, th] = 0                                                                   # written only by adds
-        blocks[:, :, :th, :, tw] = 0
-        np.copyto(blocks[:, :, :th, :, :tw], by_tile[:, :, :, :m, :, :m])
-        blocks[:, :, 1:, :2, :tw] += by_tile[:, :, :, m:, :, :m]
-        blocks[:, :, :th, :, 1:, :2] += by_tile[:, :, :, :m, :, m:]
-        blocks[:, :, 1:, :2, 1:, :2] += by_tile[:, :, :, m:, :, m:]
-        np.copyto(grad_in, padded[:, :, self.pad_h:self.pad_h + height, self.pad_w:self.pad_w + width])
+        padded = buffer(name + "_pad", (channels, self.padded_h, self.padded_w, batch), self.dtype)
+        blocks = padded.reshape(channels, th + 1, m, tw + 1, m, batch)
+        for part in self._chunks(channels, batch):
+            tile_grads = buffer(name + "_tiles", (a, a, part.stop - part.start, th, tw, batch), self.dtype)
+            np.matmul(self.input_transform.T, grad_input_tiles[:, part].reshape(self.positions, -1),
+                      out=tile_grads.reshape(self.positions, -1))
+            by_tile = tile_grads.transpose(2, 3, 0, 4, 1, 5)                                   # [c, th, i, tw, j, b]
+            into = blocks[part]
+            into[:, th] = 0                                               # the last blocks only receive adds
+            into[:, :th, :, tw] = 0
+            np.copyto(into[:, :th, :, :tw], by_tile[:, :, :m, :, :m])
+            into[:, 1:, :2, :tw] += by_tile[:, :, m:, :, :m]
+            into[:, :th, :, 1:, :2] += by_tile[:, :, :m, :, m:]
+            into[:, 1:, :2, 1:, :2] += by_tile[:, :, m:, :, m:]
+            batch_first(padded[part], grad_in[:, part], self.pad_h, self.pad_w)
