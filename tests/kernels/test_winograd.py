@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import digitnet.kernels.winograd as winograd_module
 from digitnet.errors import ConfigError
 from digitnet.kernels.winograd import WinogradPlan, transform_matrices
 from digitnet.nn.conv import Conv2D
@@ -22,6 +23,7 @@ SHAPES = [
     (1, 32, 8, 7, 7, 1),
     (5, 3, 64, 28, 28, 0),
     (5, 32, 1, 14, 14, 0),
+    (37, 8, 16, 14, 14, 1),          # more images than IMAGES_PER_PART: three parts, the last ragged
 ]
 SHAPE_IDS = ["x".join(map(str, shape)) for shape in SHAPES]
 #: largest error allowed, relative to the largest reference value: float64 is exact up to rounding;
@@ -135,6 +137,24 @@ def test_reused_buffers_give_the_same_numbers_for_the_next_batch(tile, rng):
         np.testing.assert_allclose(grad_in, expected_grad_in, rtol=1e-10, atol=1e-10)
         np.testing.assert_allclose(grad_weights, conv.grads["weights"], rtol=1e-10, atol=1e-10)
         np.testing.assert_allclose(grad_bias, conv.grads["bias"], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+@pytest.mark.parametrize("images_per_part", [1, 2, 3])
+def test_a_batch_in_parts_gives_the_same_numbers(images_per_part, tile, rng, monkeypatch):
+    """The plan goes through the batch IMAGES_PER_PART images at a time; dL/dweights sums over the parts."""
+    monkeypatch.setattr(winograd_module, "IMAGES_PER_PART", images_per_part)
+    conv, x, grad_out = reference(7, 3, 4, 6, 5, 1, rng)
+    expected_y = conv.forward(x, training=True)
+    expected_grad_in = conv.backward(grad_out)
+    plan = WinogradPlan(6, 5, (1, 1), np.float64, tile=tile)
+    assert len(plan.batch_parts(7)) == -(-7 // images_per_part)
+    y, grad_weights, grad_bias, grad_in = run_plan(plan, x, conv.params["weights"], conv.params["bias"], grad_out,
+                                                   buffers())
+    np.testing.assert_allclose(y, expected_y, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(grad_in, expected_grad_in, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(grad_weights, conv.grads["weights"], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(grad_bias, conv.grads["bias"], rtol=1e-10, atol=1e-10)
 
 
 def test_no_input_gradient_when_grad_in_is_none(rng):
