@@ -23,7 +23,7 @@ SHAPES = [
     (1, 32, 8, 7, 7, 1),
     (5, 3, 64, 28, 28, 0),
     (5, 32, 1, 14, 14, 0),
-    (37, 8, 16, 14, 14, 1),          # more images than IMAGES_PER_PART: three parts, the last ragged
+    (37, 64, 64, 14, 14, 1),         # more images than a part holds (PART_BYTES): the last part ragged
 ]
 SHAPE_IDS = ["x".join(map(str, shape)) for shape in SHAPES]
 #: largest error allowed, relative to the largest reference value: float64 is exact up to rounding;
@@ -142,13 +142,14 @@ def test_reused_buffers_give_the_same_numbers_for_the_next_batch(tile, rng):
 @pytest.mark.parametrize("tile", [2, 4])
 @pytest.mark.parametrize("images_per_part", [1, 2, 3])
 def test_a_batch_in_parts_gives_the_same_numbers(images_per_part, tile, rng, monkeypatch):
-    """The plan goes through the batch IMAGES_PER_PART images at a time; dL/dweights sums over the parts."""
-    monkeypatch.setattr(winograd_module, "IMAGES_PER_PART", images_per_part)
+    """The plan goes through the batch a part at a time (PART_BYTES); dL/dweights sums over the parts."""
+    plan = WinogradPlan(6, 5, (1, 1), np.float64, tile=tile)
+    per_image = plan.positions * 4 * plan.tiles_h * plan.tiles_w * 8            # 4 channels, float64
+    monkeypatch.setattr(winograd_module, "PART_BYTES", images_per_part * per_image)
+    assert len(plan.batch_parts(7, 4)) == -(-7 // images_per_part)
     conv, x, grad_out = reference(7, 3, 4, 6, 5, 1, rng)
     expected_y = conv.forward(x, training=True)
     expected_grad_in = conv.backward(grad_out)
-    plan = WinogradPlan(6, 5, (1, 1), np.float64, tile=tile)
-    assert len(plan.batch_parts(7)) == -(-7 // images_per_part)
     y, grad_weights, grad_bias, grad_in = run_plan(plan, x, conv.params["weights"], conv.params["bias"], grad_out,
                                                    buffers())
     np.testing.assert_allclose(y, expected_y, rtol=1e-10, atol=1e-10)

@@ -46,11 +46,10 @@ Buffer = Callable[[str, tuple[int, ...], np.dtype], np.ndarray]
 
 #: the transforms go through chunks of channels whose tiles take about this many bytes (cache-sized)
 CHUNK_BYTES = 1 << 19
-#: forward and backward go through the batch this many images at a time, so the large intermediate
-#: arrays (M, Gt, dV: 4x the output for m = 2) stay in the cache between the steps; for 32 -> 64
-#: channels of 14x14 a training step of 128 images took 53-55 ms in parts of 16 or 32 images,
-#: 62 in parts of 8 and 79 in one part (F(2x2), 1 BLAS thread, a loaded machine)
-IMAGES_PER_PART = 16
+#: forward and backward go through the batch a part at a time, as many images as keep the largest
+#: intermediate array of a part (M = U V, or Gt, ``[a^2, C_out, N]``) near this size: the steps then
+#: pass it on through the cache instead of memory (see batch_parts for the measurements)
+PART_BYTES = 6 << 20
 
 #: (B^T, G, A^T) of F(m, 3) for m = 2 and 4, from Lavin & Gray, "Fast Algorithms for Convolutional
 #: Neural Networks" (2016); exact in binary floating point except G's sixths and twenty-fourths
@@ -220,9 +219,16 @@ class WinogradPlan:
         return transformed
 
     # -- forward and backward --------------------------------------------------------------------
-    def batch_parts(self, batch: int) -> list[slice]:
-        """The images are convolved ``IMAGES_PER_PART`` at a time (see the constant)."""
-        return [slice(start, min(start + IMAGES_PER_PART, batch)) for start in range(0, batch, IMAGES_PER_PART)]
+    def batch_parts(self, batch: int, channels: int) -> list[slice]:
+        """Parts of the batch whose ``[a^2, channels, tiles * images]`` arrays take about PART_BYTES.
+
+        ``channels``: the larger of C_in and C_out. A training step of 128 images (1 BLAS thread,
+        a loaded machine) in parts of 8 / 16 / 32 images / whole: 32 -> 64 channels of 14x14 with
+        F(2x2) 39 / 35 / 34 / 79 ms; 32 -> 32 of 28x28 with F(2x2) 112 / 93 / 103 ms.
+        """
+        per_image = self.positions * channels * self.tiles_h * self.tiles_w * self.dtype.itemsize
+        count = -(-batch // max(1, PART_BYTES // per_image))              # as few parts as fit, of even sizes
+        return [slice(batch * index // count, batch * (index + 1) // count) for index in range(count)]
 
     def forward(self, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, y: np.ndarray, buffer: Buffer,
                 name: str) -> dict[str, Any]:
@@ -239,7 +245,7 @@ class WinogradPlan:
         kernel_tiles = self.kernel_tiles(weights)                                   # U  [a^2, O, C]
         shift = bias.astype(self.dtype, copy=False).reshape(-1, 1, 1, 1, 1, 1)
         input_tiles = []
-        for part in self.batch_parts(batch):
+        for part in self.batch_parts(batch, max(channels_in, len(weights))):
             count = part.stop - part.start
             tiles = kept[part.start * per_image:part.stop * per_image].reshape(self.positions, channels_in, -1)
             self.input_tiles(x[part], tiles, buffer, name + "x_tiles")             # V  [a^2, C, N]
@@ -279,7 +285,8 @@ class WinogradPlan:
         transposed_kernels = self.kernel_tiles(weights).transpose(0, 2, 1) if grad_in is not None else None
         grad_kernel_tiles = buffer(name + "grad_u", (self.positions, channels_out, channels_in), self.dtype)
         part_kernel_tiles = buffer(name + "grad_u_part", grad_kernel_tiles.shape, self.dtype)
-        for index, (part, input_tiles) in enumerate(zip(self.batch_parts(len(grad_out)), cache["input_tiles"],
+        for index, (part, input_tiles) in enumerate(zip(self.batch_parts(len(grad_out), max(channels_in, channels_out)),
+                                                        cache["input_tiles"],
                                                         strict=True)):
             grad_tiles = self.output_tiles(grad_out[part], buffer, name + "g_tiles")          # Gt [a^2, O, N]
             into = grad_kernel_tiles if index == 0 else part_kernel_tiles
