@@ -138,7 +138,8 @@ def measure(shape, threads: int, rounds: int, rng: np.random.Generator) -> dict:
     medians = {algorithm: statistics.median(values) for algorithm, values in times.items()}
     return {"shape": name, "batch": batch, "c_in": c_in, "c_out": c_out, "size": size, "padding": padding,
             "input_grad": input_grad, "threads": threads, "median_ms": medians, "times_ms": times,
-            "max_relative_difference_from_im2col": errors}
+            "max_relative_difference_from_im2col": errors,
+            "load_average_after": [round(value, 2) for value in os.getloadavg()]}
 
 
 def markdown(report: dict) -> str:
@@ -148,18 +149,19 @@ def markdown(report: dict) -> str:
              "The machine was shared: load average (1, 5, 15 min) "
              f"{report['load_average_start']} at the start, {report['load_average_end']} at the end.", "",
              "dL/dx is computed for every layer but the first (C_in = 1). Winner: the fastest median; "
-             "margin: the runner-up's median over the winner's.", ""]
+             "margin: the runner-up's median over the winner's; load after: the 1-minute load average when "
+             "the row was done (this script alone adds about 1 at one thread, 2 at two).", ""]
     for threads in report["threads"]:
         lines += [f"## BLAS at {threads} thread{'s' if threads > 1 else ''}", "",
-                  "| shape | B | " + " | ".join(ALGORITHMS) + " | winner | margin |",
-                  "|---|---|" + "---|" * len(ALGORITHMS) + "---|---|"]
+                  "| shape | B | " + " | ".join(ALGORITHMS) + " | winner | margin | load after |",
+                  "|---|---|" + "---|" * len(ALGORITHMS) + "---|---|---|"]
         for row in report["results"]:
             if row["threads"] != threads:
                 continue
             ranked = sorted(row["median_ms"].items(), key=lambda item: item[1])
             cells = " | ".join(f"{row['median_ms'][algorithm]:.1f}" for algorithm in ALGORITHMS)
             lines.append(f"| {row['shape']} | {row['batch']} | {cells} | {ranked[0][0]} | "
-                         f"{ranked[1][1] / ranked[0][1]:.2f}x |")
+                         f"{ranked[1][1] / ranked[0][1]:.2f}x | {row['load_average_after'][0]:.2f} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -187,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             best = min(row["median_ms"], key=row["median_ms"].get)
             print(f"{threads} thr  B={row['batch']:<4} {row['shape']:<20} " +
                   "  ".join(f"{a} {m:7.1f}" for a, m in row["median_ms"].items()) +
-                  f"   best {best}  load {os.getloadavg()[0]:.2f}", flush=True)
+                  f"   best {best}  load {row['load_average_after'][0]:.2f}", flush=True)
     report["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
