@@ -8,6 +8,7 @@ import pytest
 
 import digitnet.kernels.winograd as winograd_module
 from digitnet.errors import ConfigError
+from digitnet.kernels.parallel import Workers
 from digitnet.kernels.winograd import WinogradPlan, transform_matrices
 from digitnet.nn.conv import Conv2D
 from digitnet.nn.gradcheck import numeric_gradient, relative_error
@@ -156,6 +157,30 @@ def test_a_batch_in_parts_gives_the_same_numbers(images_per_part, tile, rng, mon
     np.testing.assert_allclose(grad_in, expected_grad_in, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(grad_weights, conv.grads["weights"], rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(grad_bias, conv.grads["bias"], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+def test_parts_in_worker_threads_give_bit_identical_numbers(tile, rng, monkeypatch):
+    """With Workers the parts run two at a time, each lane in its own scratch arrays; dU is summed in part order."""
+    plan = WinogradPlan(7, 6, (1, 1), np.float64, tile=tile)
+    per_image = plan.positions * 5 * plan.tiles_h * plan.tiles_w * 8
+    monkeypatch.setattr(winograd_module, "PART_BYTES", 2 * per_image)             # 5 parts of 2 images (or 1)
+    conv, x, grad_out = reference(9, 4, 5, 7, 6, 1, rng)
+    weights, bias = conv.params["weights"], conv.params["bias"]
+    serial = run_plan(plan, x, weights, bias, grad_out, buffers())
+    workers = Workers(2)
+    try:
+        buffer = buffers()
+        y = np.empty_like(serial[0])
+        for _ in range(2):                       # twice: the lanes' reused buffers must not leak between batches
+            cache = plan.forward(x, weights, bias, y, buffer, "", workers=workers)
+            grads = [np.empty_like(weights), np.empty_like(bias), np.empty_like(x)]
+            plan.backward(grad_out, cache, weights, *grads, buffer, "", workers=workers)
+            for actual, expected in zip([y, *grads], serial, strict=True):
+                np.testing.assert_array_equal(actual, expected)
+    finally:
+        workers.close()
+    np.testing.assert_allclose(serial[0], conv.forward(x, training=True), rtol=1e-10, atol=1e-10)
 
 
 def test_no_input_gradient_when_grad_in_is_none(rng):

@@ -40,6 +40,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from digitnet.errors import ConfigError
+from digitnet.kernels.parallel import Workers
 
 Buffer = Callable[[str, tuple[int, ...], np.dtype], np.ndarray]
 
@@ -252,28 +253,43 @@ class WinogradPlan:
         count = -(-batch // max(1, PART_BYTES // per_image))              # as few parts as fit, of even sizes
         return [slice(batch * index // count, batch * (index + 1) // count) for index in range(count)]
 
+    def _lanes(self, parts: list[slice], workers: Workers | None) -> tuple[int, Callable]:
+        """How many parts run at once, and ``map(fn, items)`` over them (in the workers, or here).
+
+        :meth:`Workers.run` deals the parts round-robin to its threads, so part ``i`` runs in lane
+        ``i % lanes`` and the scratch arrays of a lane (named after it) are never used by two parts at once.
+        """
+        if workers is None or workers.threads == 1 or len(parts) < 2:
+            return 1, lambda fn, items: [fn(item) for item in items]
+        return min(workers.threads, len(parts)), workers.run
+
     def forward(self, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, y: np.ndarray, buffer: Buffer,
-                name: str) -> dict[str, Any]:
+                name: str, workers: Workers | None = None) -> dict[str, Any]:
         """Write ``y [B, C_out, out_h, out_w]`` = the 3x3 correlation of ``x [B, C_in, H, W]`` plus ``bias``.
 
         Part by part of the batch: ``V``, then ``M = U V`` (one GEMM per transform position), then
         ``A^T M A`` chunk by chunk of output channels into a batch-last frame (bias added on the
         way), copied to NCHW. Returns the cache backward needs: every part's ``V`` (kept in one
-        buffer) and the input's shape.
+        buffer) and the input's shape. ``workers`` (:class:`~digitnet.kernels.parallel.Workers`):
+        the parts run in its threads (then BLAS should run on one); the numbers are the same.
         """
         batch, channels_in = x.shape[:2]
         per_image = self.positions * channels_in * self.tiles_h * self.tiles_w
         kept = buffer(name + "x_tiles", (batch * per_image,), self.dtype)          # every part's V, for backward
         kernel_tiles = self.kernel_tiles(weights)                                   # U  [a^2, O, C]
         shift = bias.astype(self.dtype, copy=False).reshape(-1, 1, 1, 1, 1, 1)
-        input_tiles = []
-        for part in self.batch_parts(batch, max(channels_in, len(weights))):
-            count = part.stop - part.start
+        parts = self.batch_parts(batch, max(channels_in, len(weights)))
+        lanes, run = self._lanes(parts, workers)
+
+        def forward_part(item: tuple[int, slice]) -> np.ndarray:
+            index, part = item
+            prefix = name if lanes == 1 else f"{name}lane{index % lanes}_"
             tiles = kept[part.start * per_image:part.stop * per_image].reshape(self.positions, channels_in, -1)
-            self.input_tiles(x[part], tiles, buffer, name + "x_tiles")             # V  [a^2, C, N]
-            self._forward_part(tiles, kernel_tiles, shift, y[part], count, buffer, name)
-            input_tiles.append(tiles)
-        return {"x_shape": x.shape, "input_tiles": input_tiles}
+            self.input_tiles(x[part], tiles, buffer, prefix + "x_tiles")           # V  [a^2, C, N]
+            self._forward_part(tiles, kernel_tiles, shift, y[part], part.stop - part.start, buffer, prefix)
+            return tiles
+
+        return {"x_shape": x.shape, "input_tiles": run(forward_part, list(enumerate(parts)))}
 
     def _forward_part(self, input_tiles: np.ndarray, kernel_tiles: np.ndarray, shift: np.ndarray, y: np.ndarray,
                       batch: int, buffer: Buffer, name: str) -> None:
@@ -294,11 +310,13 @@ class WinogradPlan:
             batch_first(framed[part], y[:, part], 0, 0)                 # while the chunk is in the cache
 
     def backward(self, grad_out: np.ndarray, cache: dict[str, Any], weights: np.ndarray, grad_weights: np.ndarray,
-                 grad_bias: np.ndarray, grad_in: np.ndarray | None, buffer: Buffer, name: str) -> None:
+                 grad_bias: np.ndarray, grad_in: np.ndarray | None, buffer: Buffer, name: str,
+                 workers: Workers | None = None) -> None:
         """Write ``dL/dweights``, ``dL/dbias`` and (unless ``grad_in`` is None) ``dL/dx`` from ``grad_out``.
 
-        Part by part of the batch (as forward): ``Gt``, then ``dU += Gt V^T`` and ``dV = U^T Gt``
-        (one GEMM per position each), then the tiles' input gradients added back into place.
+        Part by part of the batch (as forward): ``Gt``, then ``dU = Gt V^T`` and ``dV = U^T Gt``
+        (one GEMM per position each), then the tiles' input gradients added back into place; the
+        parts' ``dU`` are summed in part order, so ``workers`` do not change the numbers.
         ``cache`` is what :meth:`forward` returned; its ``V`` lives in a buffer, so no other forward
         through the same buffer names may come in between.
         """
@@ -306,21 +324,24 @@ class WinogradPlan:
         channels_in = cache["x_shape"][1]
         np.sum(grad_out, axis=(0, 2, 3), out=grad_bias)
         transposed_kernels = self.kernel_tiles(weights).transpose(0, 2, 1) if grad_in is not None else None
-        grad_kernel_tiles = buffer(name + "grad_u", (self.positions, channels_out, channels_in), self.dtype)
-        part_kernel_tiles = buffer(name + "grad_u_part", grad_kernel_tiles.shape, self.dtype)
-        for index, (part, input_tiles) in enumerate(zip(self.batch_parts(len(grad_out), max(channels_in, channels_out)),
-                                                        cache["input_tiles"],
-                                                        strict=True)):
-            grad_tiles = self.output_tiles(grad_out[part], buffer, name + "g_tiles")          # Gt [a^2, O, N]
-            into = grad_kernel_tiles if index == 0 else part_kernel_tiles
-            np.matmul(grad_tiles, input_tiles.transpose(0, 2, 1), out=into)                    # dU = Gt V^T
-            if index > 0:
-                grad_kernel_tiles += part_kernel_tiles
+        parts = self.batch_parts(len(grad_out), max(channels_in, channels_out))
+        lanes, run = self._lanes(parts, workers)
+        part_kernel_tiles = buffer(name + "grad_u", (len(parts), self.positions, channels_out, channels_in),
+                                   self.dtype)
+
+        def backward_part(item: tuple[int, slice]) -> None:
+            index, part = item
+            prefix = name if lanes == 1 else f"{name}lane{index % lanes}_"
+            input_tiles = cache["input_tiles"][index]
+            grad_tiles = self.output_tiles(grad_out[part], buffer, prefix + "g_tiles")         # Gt [a^2, O, N]
+            np.matmul(grad_tiles, input_tiles.transpose(0, 2, 1), out=part_kernel_tiles[index])   # dU = Gt V^T
             if grad_in is not None:
-                grad_input_tiles = buffer(name + "grad_v", input_tiles.shape, self.dtype)
+                grad_input_tiles = buffer(prefix + "grad_v", input_tiles.shape, self.dtype)
                 np.matmul(transposed_kernels, grad_tiles, out=grad_input_tiles)                # dV = U^T Gt
-                self._add_tiles(grad_input_tiles, grad_in[part], buffer, name + "grad_x")
-        self.kernel_from_tiles(grad_kernel_tiles, grad_weights)
+                self._add_tiles(grad_input_tiles, grad_in[part], buffer, prefix + "grad_x")
+
+        run(backward_part, list(enumerate(parts)))
+        self.kernel_from_tiles(part_kernel_tiles.sum(axis=0), grad_weights)
 
     def _add_tiles(self, grad_input_tiles: np.ndarray, grad_in: np.ndarray, buffer: Buffer, name: str) -> None:
         """``grad_in`` from ``dV``: ``B dV B^T`` per tile, each tile's gradient added where the tile was read.
