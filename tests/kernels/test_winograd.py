@@ -24,6 +24,7 @@ SHAPES = [
     (1, 32, 8, 7, 7, 1),
     (5, 3, 64, 28, 28, 0),
     (5, 32, 1, 14, 14, 0),
+    (2, 3, 4, 5, 6, 2),              # padding 2 (more than "same")
     (37, 64, 64, 14, 14, 1),         # more images than a part holds (PART_BYTES): the last part ragged
 ]
 SHAPE_IDS = ["x".join(map(str, shape)) for shape in SHAPES]

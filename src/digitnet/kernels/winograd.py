@@ -10,13 +10,14 @@ points 0, +-1 for m = 2 and 0, +-1, +-2 for m = 4, plus infinity). With channels
 ``C_in`` moves inside the brackets, so at each of the ``a^2`` transform positions ``p = (xi, nu)``
 it is one real matrix product over the channels::
 
-    V[p, c, n] = (B^T d_{c, n} B)[p]             transformed input tiles, n = (b, tile_h, tile_w)
+    V[p, c, n] = (B^T d_{c, n} B)[p]             transformed input tiles, n = (tile_h, tile_w, b)
     U[p, o, c] = (G w_{o, c} G^T)[p]             transformed kernels
     M[p, o, n] = sum_c U[p, o, c] V[p, c, n]     [C_out, C_in] @ [C_in, B*tiles] per position
     y[b, o, tile] = A^T M[:, o, n] A + bias[o]
 
-For 32 -> 64 channels that is ``a^2 / m^2`` = 4 (m = 2) or 2.25 (m = 4) products per output
-instead of 9. Each two-sided transform ``T X T^T`` of the tiles is two GEMMs over all the tiles of
+That is ``a^2 / m^2`` multiply-adds per output value and input channel, 4 (m = 2) or 2.25 (m = 4),
+instead of 9, at the price of the transforms and of keeping ``V`` for backward (``(a / m)^2``
+times the input: 4x or 2.25x). Each two-sided transform ``T X T^T`` of the tiles is two GEMMs over all the tiles of
 a chunk of channels (:func:`sandwich`); the tiles are kept transform-position-major
 (``[p, C, tiles*B]``) so the product over channels is one large GEMM per position.
 
@@ -29,6 +30,13 @@ Backward is the chain rule through these linear maps (``g = dL/dy`` cut into ``m
 
 Output sizes that are not multiples of ``m`` get whole tiles: the input is zero-padded past its
 end and the extra outputs are cropped (their gradient is zero).
+
+benchmarks/conv3x3.py times a training step against FastConv2D's im2col and Fourier algorithms
+(results in benchmarks/results/conv3x3.md). With 128 images, F(4x4) is the fastest for 32 -> 32
+channels on 28x28 (1.5x Fourier at one BLAS thread, 1.2x at two) and 5-7% faster than Fourier for
+32 -> 64 on 14x14 at one BLAS thread, but 1.4x slower at two: its layout copies run on one thread
+(the ``workers`` argument runs the batch parts in threads instead). im2col stays far ahead for one
+input channel, Fourier for 64 -> 64 on 7x7; F(2x2) was never the fastest.
 """
 
 from __future__ import annotations
@@ -202,8 +210,8 @@ class WinogradPlan:
         """``tiles`` = ``V [a^2, C_in, N]``, ``N = tiles * B``: ``B^T d B`` of every (overlapping) ``a x a`` input tile.
 
         Per chunk of channels one copy gathers the tiles position-major,
-        ``d[(i, j), c, th, tw, b] = x_pad[c, th*m + i, tw*m + j, b]``, and one GEMM with
-        :func:`sandwich` with ``B^T`` transforms them.
+        ``d[(i, j), c, th, tw, b] = x_pad[c, th*m + i, tw*m + j, b]``, and :func:`sandwich` with
+        ``B^T`` transforms them.
         """
         batch, channels = x.shape[:2]
         m, a = self.tile, self.alpha
@@ -293,6 +301,7 @@ class WinogradPlan:
 
     def _forward_part(self, input_tiles: np.ndarray, kernel_tiles: np.ndarray, shift: np.ndarray, y: np.ndarray,
                       batch: int, buffer: Buffer, name: str) -> None:
+        """``y`` (one part, NCHW) from its ``V``: ``M = U V``, then ``A^T M A + bias`` a chunk of channels at a time."""
         channels_out = y.shape[1]
         m = self.tile
         products = buffer(name + "products", (self.positions, channels_out, input_tiles.shape[2]), self.dtype)
