@@ -33,7 +33,7 @@ end and the extra outputs are cropped (their gradient is zero).
 
 benchmarks/conv3x3.py times a training step against FastConv2D's im2col and Fourier algorithms
 (results in benchmarks/results/conv3x3.md). With 128 images, F(4x4) is the fastest for 32 -> 32
-channels on 28x28 (1.5x Fourier at one BLAS thread, 1.2x at two) and 5-7% faster than Fourier for
+channels on 28x28 (1.5x Fourier at one BLAS thread, 1.2x at two) and 5% faster than Fourier for
 32 -> 64 on 14x14 at one BLAS thread, but 1.4x slower at two: its layout copies run on one thread
 (the ``workers`` argument runs the batch parts in threads instead). im2col stays far ahead for one
 input channel, Fourier for 64 -> 64 on 7x7; F(2x2) was never the fastest.
