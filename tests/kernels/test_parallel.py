@@ -74,7 +74,7 @@ def test_thread_setting(monkeypatch):
     monkeypatch.setenv(parallel.ENV_VAR, "5")
     assert resolve_threads() == 5 and resolve_threads(2) == 2
     monkeypatch.setenv(parallel.ENV_VAR, "many")
-    with pytest.raises(ConfigError, match=r"threads must be a whole number >= 1, got 'many' \(from \$DIGITNET_THREADS\)"):
+    with pytest.raises(ConfigError, match=r"whole number >= 1, got .many. \(from \$DIGITNET_THREADS\)"):
         resolve_threads()
     with pytest.raises(ConfigError, match="got 0"):
         resolve_threads(0)
@@ -101,11 +101,10 @@ def _weights_after_training(preset: str, threads: int, data, **changes) -> dict[
     ("cnn-best", {}),                                        # conv (im2col, Fourier), BatchNorm, pooling, dropout, Adam
     ("lenet5", {}),                                          # tanh, average pooling, im2col with 6 channels
     ("mlp-best", {"batch_size": 128}),                       # large Dense layers, Nesterov in blocks
-    ("seed-002", {}),
 ])
 def test_one_two_and_three_threads_give_bit_identical_weights(preset, changes, mnist_train, monkeypatch):
     """An epoch on 640 MNIST images: the weights are the same bits whatever the thread count, and the
-    parallel paths really ran (the pool's run saw more than one part)."""
+    parallel paths really ran (the pool ran more than one part)."""
     data = mnist_train.head(640)
     cuts = []
     real_run = Workers.run

@@ -62,7 +62,7 @@ class FastBatchNorm(Buffered, BatchNorm):
     @staticmethod
     def _parts(x3: np.ndarray) -> list[slice]:
         """Parts of the features for a pass over ``x3 [B, F, S]`` (a few passes per element)."""
-        return product_parts(x3.shape[1], 4.0 * x3.size)
+        return product_parts(x3.shape[1], 0.0, x3.nbytes)
 
     def _update_running(self, mean: np.ndarray, var: np.ndarray, count: int) -> None:
         momentum = self.momentum

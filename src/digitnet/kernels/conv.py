@@ -39,7 +39,6 @@ from numpy.lib.stride_tricks import sliding_window_view
 from digitnet.errors import ConfigError
 from digitnet.kernels.buffers import Buffered
 from digitnet.kernels.fourier import FourierPlan
-from digitnet.kernels.parallel import product_parts
 from digitnet.kernels.registry import kernel_for
 from digitnet.nn.base import Layer
 from digitnet.nn.conv import Conv2D
@@ -109,7 +108,7 @@ class FastConv2D(Buffered, Conv2D):
         bias = self.params["bias"].astype(y.dtype, copy=False)
         x_pad = self._padded_input(x, y.dtype, prefix)
         cols = self._im2col(x_pad, out_h, out_w, prefix)
-        parts = product_parts(batch, 2.0 * y.size * w_mat.shape[1])          # by images
+        parts = self.workers.product_parts(batch, 2.0 * y.size * w_mat.shape[1])          # by images
         if cols.ndim == 3:
             # C_in = 1: cols is [K + 1, B, H_out*W_out] whose last row is ones, so with the bias as
             # an extra column of W_mat one product per image writes y (NCHW) bias included
@@ -225,7 +224,7 @@ class FastConv2D(Buffered, Conv2D):
             per_image = self.work_buffer("grad_w_per_image", (batch, out_channels, cols.shape[0]), dtype)
             g_3d = grad_out.reshape(batch, out_channels, -1)
             self.workers.run(lambda b: np.matmul(g_3d[b], cols[:, b].transpose(1, 2, 0), out=per_image[b]),
-                             product_parts(batch, 2.0 * grad_out.size * cols.shape[0]))
+                             self.workers.product_parts(batch, 2.0 * grad_out.size * cols.shape[0]))
             grad_w_mat = self._bias_grad_from_total(per_image.sum(axis=0))
         else:
             # dL/dbias[o] = sum_{b, h, w} grad_out[b, o, h, w] (einsum beats sum over two axes)
@@ -234,7 +233,7 @@ class FastConv2D(Buffered, Conv2D):
             grad_w_mat = self.work_buffer("grad_w_mat", (out_channels, cols.shape[1]), dtype)
             # dL/dW_mat = g_mat @ cols, by rows (output channels): a sum over P within each part
             self.workers.run(lambda o: np.matmul(g_mat[o], cols, out=grad_w_mat[o]),
-                             product_parts(out_channels, 2.0 * grad_out.size * cols.shape[1]))
+                             self.workers.product_parts(out_channels, 2.0 * grad_out.size * cols.shape[1]))
         self._set_weight_grads(grad_w_mat)
         if not self.compute_input_grad:
             return None
@@ -287,7 +286,7 @@ class FastConv2D(Buffered, Conv2D):
                     grad_pad[b, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw, :] += part
             np.copyto(grad_in[b], grad_pad[b, pad_h:pad_h + height, pad_w:pad_w + width, :].transpose(0, 3, 1, 2))
 
-        self.workers.run(images, product_parts(batch, 2.0 * contribution.size * g_mat.shape[0] * kh * kw))
+        self.workers.run(images, self.workers.product_parts(batch, 2.0 * contribution.size * g_mat.shape[0] * kh * kw))
         return grad_in
 
     def _backward_fourier(self, grad_out: np.ndarray) -> np.ndarray | None:
@@ -311,11 +310,10 @@ class FastConv2D(Buffered, Conv2D):
         grad_in = self.work_buffer("grad_in", self._cache["x_shape"], grad_out.dtype)
         return plan.inverse(grad_x_spec, plan.dx_h, plan.dx_w, grad_in, buffer, "grad_x_inv", workers)
 
-    @staticmethod
-    def _frequency_parts(out: np.ndarray, inner: int) -> list[slice]:
+    def _frequency_parts(self, out: np.ndarray, inner: int) -> list[slice]:
         """Parts of the frequencies for the products per frequency into ``out [F, ., .]`` (complex:
         8 real FLOPs per multiply-add over ``inner``)."""
-        return product_parts(len(out), 8.0 * out.size * inner)
+        return self.workers.product_parts(len(out), 8.0 * out.size * inner)
 
     # -- training together with the 2x2 max pooling after it ------------------------------------
     def pools_in_chunks(self, pool: Layer, x: np.ndarray) -> bool:

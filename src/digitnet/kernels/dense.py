@@ -6,7 +6,6 @@ import numpy as np
 
 from digitnet.errors import ConfigError
 from digitnet.kernels.buffers import Buffered
-from digitnet.kernels.parallel import product_parts
 from digitnet.kernels.registry import kernel_for
 from digitnet.nn.dense import Dense
 from digitnet.nn.dropout import Dropout
@@ -43,12 +42,13 @@ class FastDense(Buffered, Dense):
 
     def _parts(self, batch: int) -> list[slice]:
         """How ``x @ W`` or ``g @ W^T`` for ``batch`` rows is cut (shapes only)."""
-        return product_parts(batch, 2.0 * batch * self.in_features * self.out_features)
+        return self.workers.product_parts(batch, 2.0 * batch * self.in_features * self.out_features)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         weights, x, grad_weights = self.params["weights"], self.x, self.grads["weights"]
+        flops = 2.0 * len(x) * self.in_features * self.out_features
         self.workers.run(lambda rows: np.matmul(x[:, rows].T, grad_out, out=grad_weights[rows]),
-                         product_parts(self.in_features, 2.0 * len(x) * self.in_features * self.out_features))
+                         self.workers.product_parts(self.in_features, flops))
         np.matmul(self._ones(grad_out.shape[0], grad_out.dtype), grad_out, out=self.grads["bias"])
         if not self.compute_input_grad:
             return None

@@ -34,7 +34,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from digitnet.kernels.parallel import SERIAL, Workers, product_parts
+from digitnet.kernels.parallel import SERIAL, Workers
 
 Buffer = Callable[[str, tuple[int, ...], np.dtype], np.ndarray]
 
@@ -150,7 +150,7 @@ class FourierPlan:
         half = buffer(name + "_half", (batch * channels * n_h, 2 * self.freq_w), self.real)
         flat = images.reshape(-1, n_w)
         workers.run(lambda r: np.matmul(flat[r], along_w, out=half[r]),
-                    product_parts(len(flat), 2.0 * half.size * n_w))
+                    workers.product_parts(len(flat), 2.0 * half.size * n_w, half.nbytes))
         rows = buffer(name + "_rows", (n_h, self.freq_w, batch, channels), self.complex)
         transpose_into(rows.reshape(n_h * self.freq_w, -1), half.view(self.complex).reshape(batch * channels, -1),
                        workers)
@@ -161,7 +161,7 @@ class FourierPlan:
     @staticmethod
     def _by_columns(left: np.ndarray, right: np.ndarray, out: np.ndarray, workers: Workers) -> None:
         """``out = left @ right`` by parts of the columns of ``right`` (shapes decide the parts)."""
-        parts = product_parts(right.shape[1], 8.0 * out.size * left.shape[1])
+        parts = workers.product_parts(right.shape[1], 8.0 * out.size * left.shape[1], out.nbytes)
         workers.run(lambda c: np.matmul(left, right[:, c], out=out[:, c]), parts)
 
     def inverse(self, spectrum: np.ndarray, along_h: np.ndarray, along_w: np.ndarray, out: np.ndarray,
@@ -175,7 +175,7 @@ class FourierPlan:
         workers.each(lambda b: np.copyto(images[b], rows[:, :, b].transpose(2, 3, 0, 1)), batch, images.nbytes)
         flat, flat_out = images.view(self.real).reshape(-1, 2 * self.freq_w), out.reshape(-1, along_w.shape[1])
         workers.run(lambda r: np.matmul(flat[r], along_w, out=flat_out[r]),
-                    product_parts(len(flat), 2.0 * flat.size * along_w.shape[1]))
+                    workers.product_parts(len(flat), 2.0 * flat.size * along_w.shape[1], flat_out.nbytes))
         return out
 
     def kernel_spectrum(self, weights: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from digitnet.kernels.parallel import SERIAL, Workers
+from digitnet.kernels.parallel import SERIAL, Workers, split
 from digitnet.kernels.registry import kernel_for
 from digitnet.nn.adam import Adam, AdamW
 from digitnet.nn.optim import SGD, Pairs
@@ -40,23 +40,21 @@ class BlockedUpdates:
     def step(self, pairs: Pairs) -> None:
         """Apply one update to every ``(param, grad)`` pair in place, large ones in blocks of rows."""
         self.begin_step(pairs)
-        updates = []                                  # (param, grad, state) of every block
+        blocks = []                                   # (param, grad, state) of every block of the large ones
         for index, (param, grad) in enumerate(pairs):
             state = self.state[index]
+            if param.size <= 4 * BLOCK_SIZE or param.ndim == 0:
+                self._update(param, grad, state)
+                continue
             for name in self._slot_names(param):      # created here, not by two threads at once
                 self._slot(state, name, param)
-            if param.size <= 4 * BLOCK_SIZE or param.ndim == 0:
-                updates.append((param, grad, state))
-                continue
             rows = max(1, BLOCK_SIZE * param.shape[0] // param.size)
             for start in range(0, param.shape[0], rows):
                 block = slice(start, start + rows)
-                updates.append((param[block], grad[block], {k: v[block] for k, v in state.items()}))
-        if self.workers.threads == 1 or sum(p.nbytes for p, _, _ in updates) < 4 * BLOCK_SIZE:
-            for update in updates:
-                self._update(*update)
-        else:
-            self.workers.run(lambda update: self._update(*update), updates)
+                blocks.append((param[block], grad[block], {k: v[block] for k, v in state.items()}))
+        # each thread takes a run of consecutive blocks: few hand-overs between threads
+        lanes = split(len(blocks), self.workers.threads)
+        self.workers.run(lambda lane: [self._update(*block) for block in blocks[lane]], lanes)
 
     @staticmethod
     def _slot(state: dict[str, np.ndarray], name: str, like: np.ndarray) -> np.ndarray:

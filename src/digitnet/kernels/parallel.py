@@ -18,8 +18,9 @@ Three rules keep runs reproducible whatever the thread count:
   thread pool beside them would oversubscribe the cores (and BLAS's own thread count changes the
   last bits of some products).
 
-Small arrays are not split: handing a part to another thread costs tens of microseconds, more than a
-pass over a few kilobytes (``MIN_PART_BYTES``, ``MIN_PART_FLOPS``). The thread count is a setting:
+Small arrays are not split: handing a part to another thread (and the interpreter lock back and
+forth) costs tens of microseconds, more than a pass over a few hundred kilobytes; docs/SPEED.md has
+the measurements behind ``MIN_PART_BYTES`` and ``MIN_PART_FLOPS``. The thread count is a setting:
 ``threads`` arguments, ``digitnet train --threads N`` and ``$DIGITNET_THREADS``; the default is the
 number of cores this process may run on.
 """
@@ -28,16 +29,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from digitnet.errors import ConfigError
 
 ENV_VAR = "DIGITNET_THREADS"
 #: an element-wise pass over fewer bytes than this per part runs in one piece
-MIN_PART_BYTES = 1 << 18
-#: a product of fewer multiply-adds than this per part runs in one piece
-MIN_PART_FLOPS = 4e6
+MIN_PART_BYTES = 1 << 20
+#: a product of fewer FLOPs than this per part (and a small output) runs in one piece
+MIN_PART_FLOPS = 40e6
 #: products and reductions big enough to split are cut in this many parts (a shape-only rule, see above)
 PRODUCT_PARTS = 2
 
@@ -80,10 +81,11 @@ def split(length: int, parts: int) -> list[slice]:
     return [slice(bounds[i], bounds[i + 1]) for i in range(parts)]
 
 
-def product_parts(rows: int, flops: float) -> list[slice]:
-    """How a product (or a reduction) of ``rows`` independent rows and ``flops`` multiply-adds is cut:
-    :data:`PRODUCT_PARTS` slices if each part keeps at least MIN_PART_FLOPS, else one. Shapes only."""
-    if rows >= PRODUCT_PARTS and flops >= PRODUCT_PARTS * MIN_PART_FLOPS:
+def product_parts(rows: int, flops: float, nbytes: int = 0) -> list[slice]:
+    """How a product (or a reduction) of ``rows`` independent rows is cut: :data:`PRODUCT_PARTS` slices
+    if each part keeps at least MIN_PART_FLOPS of its ``flops`` or MIN_PART_BYTES of the ``nbytes`` it
+    writes (memory-bound products: transforms with a short inner dimension), else one. Shapes only."""
+    if rows >= PRODUCT_PARTS and (flops >= PRODUCT_PARTS * MIN_PART_FLOPS or nbytes >= PRODUCT_PARTS * MIN_PART_BYTES):
         return split(rows, PRODUCT_PARTS)
     return [slice(0, rows)]
 
@@ -99,13 +101,21 @@ class Workers:
 
     def __init__(self, threads: int | None = None) -> None:
         self.threads = resolve_threads(threads)
+        #: whether matrix products run in parts here (False while BLAS's own threads run them: see
+        #: :func:`digitnet.kernels.threads.blas_threads_for`)
+        self.split_products = True
         self._pool: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
         return f"Workers(threads={self.threads})"
 
     def __getstate__(self) -> dict[str, Any]:     # a pool cannot be copied or pickled: start a new one
-        return {"threads": self.threads, "_pool": None}
+        return {**self.__dict__, "_pool": None}
+
+    def product_parts(self, rows: int, flops: float, nbytes: int = 0) -> list[slice]:
+        """:func:`product_parts` for a product that calls BLAS: one part while BLAS's own threads
+        run the products (``split_products`` False)."""
+        return product_parts(rows, flops, nbytes) if self.split_products else [slice(0, rows)]
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -140,18 +150,6 @@ class Workers:
         for start, values in enumerate([mine, *others]):
             results[start::lanes] = values
         return results
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Start ``fn(*args)`` on a worker thread; returns its ``concurrent.futures.Future`` (one thread:
-        runs it now and returns a finished future)."""
-        if self.threads == 1:
-            future: Future = Future()
-            try:
-                future.set_result(fn(*args))
-            except BaseException as exc:           # handed to whoever asks for the result
-                future.set_exception(exc)
-            return future
-        return self._executor().submit(fn, *args)
 
     def each(self, fn: Callable[[slice], Any], length: int, nbytes: int) -> None:
         """``fn(rows)`` for the slices of :meth:`split`: an element-wise pass over ``length`` rows."""

@@ -1,17 +1,23 @@
-"""How many BLAS threads a training step runs on.
+"""Who runs the matrix products on the cores: BLAS's own threads, or the kernels' workers.
 
-With the kernels, BLAS runs on **one** thread: the kernels' own workers
-(:mod:`digitnet.kernels.parallel`) cut every large product in parts and run the parts on all the
-cores, together with the element-wise passes between them, which BLAS threads cannot help. One
-BLAS thread also keeps the numbers independent of the thread count: OpenBLAS sums some products in
-a different order with two threads than with one.
+A training step has two kinds of work: matrix products, and memory-bound passes between them
+(activations, pooling, copies, normalisation, updates) that BLAS threads cannot help. With the
+kernels:
 
-The reference layers have no workers. They keep BLAS's default thread count (capped by the
-``threads`` setting) for networks whose largest product is large, and one thread for small ones,
-where a second BLAS thread busy-waiting between calls slows the element-wise work more than it
-helps the products. The rule depends only on the network, the batch size and the thread setting,
-so the same run always gets the same count and resumed runs stay bit-identical. docs/SPEED.md
-("Two threads") has the measurements.
+- **Networks with convolutions, pooling or normalisation** (memory-bound between the products):
+  BLAS runs on **one** thread and the kernels' workers (:mod:`digitnet.kernels.parallel`) cut the
+  large products in parts and run them, like everything else, on every core.
+- **Networks of Dense layers** with a large product (at least ``SMALL_MATMUL_FLOPS``): BLAS's own
+  threads run the products (on this kind of machine a BLAS thread pool wakes faster than Python
+  threads for a handful of products per step) and the workers keep the memory-bound passes.
+- **Small networks**: one BLAS thread, nothing split; a second thread busy-waiting between calls
+  slows the element-wise work more than it helps the products.
+
+The choice depends on the network and the batch size only, never on the ``threads`` setting, so a
+run gives the same weights on any number of worker threads (BLAS's thread count can change the last
+bits of a product; OPENBLAS_NUM_THREADS in the environment overrides the rule). The reference layers
+have no workers: BLAS runs their large products on ``threads`` threads. docs/SPEED.md ("Two
+threads") has the measurements.
 """
 
 from __future__ import annotations
@@ -38,14 +44,26 @@ def largest_matmul_flops(model, batch_size: int) -> float:
     return largest
 
 
+def blas_runs_products(model, batch_size: int) -> bool:
+    """Whether BLAS's own threads run the products of a step with the kernels: a network of Dense
+    layers (and layers without parameters) whose largest product has at least SMALL_MATMUL_FLOPS."""
+    from digitnet.nn.dense import Dense
+
+    dense_only = all(isinstance(layer, Dense) or not layer.params for layer in model.layers)
+    return dense_only and largest_matmul_flops(model, batch_size) >= SMALL_MATMUL_FLOPS
+
+
 def blas_thread_count(model, batch_size: int, threads: int, kernels: bool = True) -> int | None:
     """The BLAS thread count of a training step, or None for BLAS's own default (see the module docstring).
 
     Args:
-        threads: the thread setting (:func:`digitnet.kernels.parallel.resolve_threads`).
-        kernels: whether the model trains with the kernels (then always 1).
+        threads: the thread setting (:func:`digitnet.kernels.parallel.resolve_threads`); it caps
+            BLAS's threads only for the reference layers.
+        kernels: whether the model trains with the kernels.
     """
-    if kernels or threads == 1 or largest_matmul_flops(model, batch_size) < SMALL_MATMUL_FLOPS:
+    if kernels:
+        return None if blas_runs_products(model, batch_size) else 1
+    if threads == 1 or largest_matmul_flops(model, batch_size) < SMALL_MATMUL_FLOPS:
         return 1
     return None if threads >= (os.cpu_count() or 1) else threads
 
@@ -54,7 +72,8 @@ def blas_threads_for(model, batch_size: int, threads: int | None = None) -> cont
     """A context that sets BLAS to :func:`blas_thread_count` threads while ``model`` trains.
 
     A model with ``workers`` (a :class:`~digitnet.kernels.FastSequential`) trains with the kernels;
-    ``threads`` defaults to its workers' count, or :func:`~digitnet.kernels.parallel.resolve_threads`.
+    its workers are told whether to cut products (not while BLAS's threads run them). ``threads``
+    defaults to its workers' count, or :func:`~digitnet.kernels.parallel.resolve_threads`.
 
     Uses threadpoolctl when it is installed (it comes with scikit-learn); without it, or with an
     explicit OPENBLAS_NUM_THREADS / OMP_NUM_THREADS in the environment, nothing changes.
@@ -63,7 +82,10 @@ def blas_threads_for(model, batch_size: int, threads: int | None = None) -> cont
     if threads is None:
         threads = workers.threads if workers is not None else resolve_threads()
     count = blas_thread_count(model, batch_size, threads, kernels=workers is not None)
-    if count is None or "OPENBLAS_NUM_THREADS" in os.environ or "OMP_NUM_THREADS" in os.environ:
+    fixed = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    if workers is not None:       # never BLAS threads inside the workers' parts
+        workers.split_products = (fixed or str(count)) == "1"
+    if count is None or fixed:
         return contextlib.nullcontext()
     try:
         from threadpoolctl import threadpool_limits
@@ -72,4 +94,4 @@ def blas_threads_for(model, batch_size: int, threads: int | None = None) -> cont
     return threadpool_limits(count, user_api="blas")
 
 
-__all__ = ["SMALL_MATMUL_FLOPS", "blas_thread_count", "blas_threads_for", "largest_matmul_flops"]
+__all__ = ["SMALL_MATMUL_FLOPS", "blas_runs_products", "blas_thread_count", "blas_threads_for", "largest_matmul_flops"]

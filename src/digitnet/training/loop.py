@@ -168,7 +168,6 @@ class Trainer:
         self._stop_requested: str | None = None
         self.checkpoint_path: Path | None = None
         self.param_names = [name for name, _, _ in model.named_parameters()]
-        self._start_next_batch: Callable[[], None] | None = None
 
     # -- running metrics of the current epoch ---------------------------------------------------
     def reset_running(self) -> None:
@@ -259,53 +258,23 @@ class Trainer:
 
     def _batches(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """The rest of this epoch's batches as ``(index, x, y)``: the uint8 rows gathered from the
-        store (and augmented), then scaled into a float32 buffer reused every other batch.
-
-        With a model that has worker threads (the kernels), the next batch is prepared on one of
-        them while this batch's step runs (started by :meth:`_step` after the forward pass, when the
-        workers are otherwise idle): the same batches in the same order. Not with augmentation, which
-        draws from ``rng``: a checkpoint after this batch must hold the generator as this batch left it.
-        """
-        buffers: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        store (and augmented), then scaled into a float32 buffer reused from batch to batch."""
+        raw_buf = x_buf = None
         input_shape = self.model.input_shape
-        workers = getattr(self.model, "workers", None)
-        prefetching = workers is not None and workers.threads > 1 and self.augment is None
-
-        def prepare(b: int) -> tuple[np.ndarray, np.ndarray]:
+        for b in range(self.batch_index, self.batches_per_epoch):
             idx = self.order[b * self.batch_size:(b + 1) * self.batch_size]
-            key = (b % 2, len(idx))
-            if key not in buffers:
-                buffers[key] = (np.empty((len(idx), *self.images.shape[1:]), dtype=self.images.dtype),
-                                np.empty((len(idx), *input_shape), dtype=np.float32))
-            raw_buf, x_buf = buffers[key]
+            if raw_buf is None or len(raw_buf) != len(idx):
+                raw_buf = np.empty((len(idx), *self.images.shape[1:]), dtype=self.images.dtype)
+                x_buf = np.empty((len(idx), *input_shape), dtype=np.float32)
             np.take(self.images, idx, axis=0, out=raw_buf)
             raw = self.augment(raw_buf, self.rng) if self.augment is not None else raw_buf
-            return _to_inputs(raw, input_shape, out=x_buf), self.labels[idx]
-
-        pending = None
-        try:
-            for b in range(self.batch_index, self.batches_per_epoch):
-                x, y = pending.result() if pending is not None else prepare(b)
-                pending = None
-                if prefetching and b + 1 < self.batches_per_epoch:
-                    def start_next(b=b):
-                        nonlocal pending
-                        pending = workers.submit(prepare, b + 1)
-                    self._start_next_batch = start_next
-                yield b, x, y
-        finally:
-            self._start_next_batch = None
-            if pending is not None:               # stopped early: let the prepared batch finish
-                pending.result()
+            yield b, _to_inputs(raw, input_shape, out=x_buf), self.labels[idx]
 
     def _step(self, x: np.ndarray, y: np.ndarray, batch: int, lr: float) -> tuple[float, float]:
         """One gradient step on batch number ``batch``; returns its loss and the learning rate it used
         (``lr``, the previous step's rate, only names the rate in a divergence message)."""
         model = self.model
         outputs = model.forward(x, training=True)
-        if self._start_next_batch is not None:      # the workers are idle until the backward pass
-            self._start_next_batch()
-            self._start_next_batch = None
         loss = self.loss_fn.per_sample(self.loss_fn.forward(outputs, y), len(y))    # per image, either reduction
         if not math.isfinite(loss) or loss > DIVERGED_LOSS:
             self._diverged(f"the loss became {loss:.4g}", batch, lr)
