@@ -70,6 +70,8 @@ LAYER_CASES = {
         ({"in_channels": 3, "out_channels": 5, "kernel_size": 5, "padding": 2, "algorithm": "fourier"}, (3, 10, 10)),
         ({"in_channels": 2, "out_channels": 3, "kernel_size": (2, 3), "stride": 2, "padding": (1, 0)}, (2, 9, 8)),
         ({"in_channels": 3, "out_channels": 4, "kernel_size": 3, "algorithm": "im2col"}, (3, 6, 7)),
+        ({"in_channels": 3, "out_channels": 4, "kernel_size": 3, "padding": 1, "algorithm": "winograd"}, (3, 9, 7)),
+        ({"in_channels": 2, "out_channels": 5, "kernel_size": 3, "padding": 1}, (2, 20, 21)),      # auto: winograd
     ],
     MaxPool2D: [({"kernel_size": 2}, (3, 8, 6)), ({"kernel_size": 3, "stride": 2}, (2, 7, 9)),
                 ({"kernel_size": 2}, (2, 7, 5))],

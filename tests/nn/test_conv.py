@@ -197,7 +197,8 @@ def test_output_shape_and_shape_errors():
 @pytest.mark.parametrize("kwargs", [
     {"kernel_size": 0}, {"kernel_size": [3]}, {"kernel_size": "3"}, {"kernel_size": True},
     {"stride": 0}, {"padding": -1}, {"init": "zeros"}, {"in_channels": 0}, {"out_channels": 2.5},
-    {"algorithm": "winograd"}, {"algorithm": "fourier", "stride": 2},
+    {"algorithm": "strassen"}, {"algorithm": "fourier", "stride": 2}, {"algorithm": "winograd", "stride": 2},
+    {"algorithm": "winograd", "kernel_size": 5},
 ])
 def test_bad_arguments_raise_config_error(kwargs):
     args = {"in_channels": 1, "out_channels": 2, "kernel_size": 3, **kwargs}
@@ -209,7 +210,7 @@ def test_bad_arguments_raise_config_error(kwargs):
     ({"kernel_size": 0}, r"Conv2D kernel_size must be >= 1, got 0"),
     ({"kernel_size": "3"}, r"Conv2D kernel_size must be an integer or a pair of integers, got '3'"),
     ({"padding": -1}, r"Conv2D padding must be >= 0, got -1"),
-    ({"algorithm": "winograd"}, r"Conv2D algorithm must be one of auto, im2col, fourier, got 'winograd'"),
+    ({"algorithm": "strassen"}, r"Conv2D algorithm must be one of auto, im2col, fourier, winograd, got 'strassen'"),
     ({"init": "zeros"}, r"Conv2D init must be one of he, xavier, lecun"),
     ({"algorithm": "fourier", "stride": 2}, "the fourier convolution algorithm needs stride 1"),
 ])

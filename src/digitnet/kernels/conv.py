@@ -13,10 +13,16 @@ float32 rounding) faster, in one of two ways:
   kernel offsets into one product per frequency; the sum over channels stays a matrix product,
   ``[B, C_in] @ [C_in, C_out]`` per frequency.
 
-"auto" takes Fourier for stride-1 layers with at least 2 input channels, kernels of 3x3 or larger
-and batches of at least ``FOURIER_MIN_BATCH`` images, and im2col otherwise: with one input channel
-im2col's product is tiny and Fourier would pay for the transforms of all the outputs; for a few
-images the kernels' own transform dominates. docs/CNN.md and docs/SPEED.md give the measurements.
+- **Winograd** F(4x4, 3x3) (stride 1, 3x3 kernels, :mod:`digitnet.kernels.winograd`): 36 products
+  per 4x4 block of outputs instead of 144, as one ``[C_out, C_in] @ [C_in, tiles]`` product per
+  transform position.
+
+"auto" takes im2col for strided layers, one input channel, kernels under 3x3 and batches under
+``FOURIER_MIN_BATCH`` images: with one input channel im2col's product is tiny and the transforms
+would dominate, and for a few images the kernels' own transform does. Otherwise it takes Winograd
+for 3x3 kernels on outputs of at least ``WINOGRAD_MIN_SIZE`` pixels a side (32 -> 32 channels on
+28x28: 1.2-1.5x faster than Fourier), and Fourier for the rest (on 14x14 the two tie, on 7x7 Fourier
+wins). benchmarks/results/conv3x3.md, docs/CNN.md and docs/SPEED.md give the measurements.
 
 All scratch arrays are work buffers reused across batches; ``dL/dx`` is skipped when
 ``compute_input_grad`` is False (the first layer of a model); in inference mode the batch is
@@ -40,13 +46,18 @@ from digitnet.errors import ConfigError
 from digitnet.kernels.buffers import Buffered
 from digitnet.kernels.fourier import FourierPlan
 from digitnet.kernels.registry import kernel_for
+from digitnet.kernels.winograd import WinogradPlan
 from digitnet.nn.base import Layer
 from digitnet.nn.conv import Conv2D
 
 #: in inference mode, images per chunk are chosen so the scratch arrays stay below about this size
 INFERENCE_BYTES = 32 * 2**20
-#: "auto" convolves batches smaller than this by im2col (see FastConv2D.uses_fourier)
+#: "auto" convolves batches smaller than this by im2col (see FastConv2D.algorithm_for)
 FOURIER_MIN_BATCH = 16
+#: "auto" takes Winograd F(4x4, 3x3) for 3x3 layers whose output has at least this many rows and columns
+WINOGRAD_MIN_SIZE = 20
+#: the Winograd tile: F(4x4, 3x3) beat F(2x2, 3x3) on every shape measured (benchmarks/results/conv3x3.md)
+WINOGRAD_TILE = 4
 
 
 @kernel_for(Conv2D)
@@ -56,19 +67,31 @@ class FastConv2D(Buffered, Conv2D):
     def setup(self) -> None:
         self._cache: dict[str, Any] | None = None
         self._plans: dict[tuple[int, int, str], FourierPlan] = {}
+        self._winograd_plans: dict[tuple[int, int, str], WinogradPlan] = {}
 
-    def uses_fourier(self, batch: int | None = None) -> bool:
-        """Whether forward/backward go through the convolution theorem (see ``algorithm``).
+    def algorithm_for(self, batch: int | None = None, height: int | None = None, width: int | None = None) -> str:
+        """"im2col", "fourier" or "winograd": how forward/backward compute (see ``algorithm``).
 
-        "auto" takes Fourier for stride 1, at least 2 input channels, kernels of 3x3 or more and
-        batches of at least FOURIER_MIN_BATCH images (``batch`` None: a large batch); see the
-        module docstring for why, and docs/CNN.md for the measurements.
+        "auto" takes im2col for strided layers, one input channel, kernels under 3x3 and batches
+        under FOURIER_MIN_BATCH images; otherwise Winograd F(4x4, 3x3) for 3x3 kernels whose output
+        is at least WINOGRAD_MIN_SIZE on each side (``height``/``width`` of the input; None: small),
+        and Fourier for the rest. ``batch`` None means a large batch. docs/CNN.md and docs/SPEED.md
+        give the measurements behind the rule.
         """
         if self.algorithm != "auto":
-            return self.algorithm == "fourier"
+            return self.algorithm
         kh, kw = self.kernel_size
-        return self.stride == (1, 1) and self.in_channels >= 2 and kh * kw >= 9 and \
-            (batch is None or batch >= FOURIER_MIN_BATCH)
+        if self.stride != (1, 1) or self.in_channels < 2 or kh * kw < 9 or \
+                (batch is not None and batch < FOURIER_MIN_BATCH):
+            return "im2col"
+        if (kh, kw) == (3, 3) and height is not None and width is not None and \
+                min(self.output_hw(height, width)) >= WINOGRAD_MIN_SIZE:
+            return "winograd"
+        return "fourier"
+
+    def uses_fourier(self, batch: int | None = None) -> bool:
+        """Whether forward/backward go through the convolution theorem for a batch of small images."""
+        return self.algorithm_for(batch) == "fourier"
 
     # -- forward ----------------------------------------------------------------------------------
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
@@ -78,26 +101,44 @@ class FastConv2D(Buffered, Conv2D):
         out_h, out_w = self.output_hw(height, width)
         dtype = np.result_type(x, self.params["weights"])
         y = self.output_buffer("y", (batch, self.out_channels, out_h, out_w), dtype, training)
-        fourier = self.uses_fourier(batch)
+        algorithm = self.algorithm_for(batch, height, width)
+        compute = {"im2col": self._forward_im2col, "fourier": self._forward_fourier,
+                   "winograd": self._forward_winograd}[algorithm]
         if batch == 0:                    # nothing to compute (and reshapes of empty arrays are ambiguous)
             self._cache = {"algorithm": "empty", "x_shape": x.shape} if training else None
             return y
         if training:
-            self._cache = (self._forward_fourier if fourier else self._forward_im2col)(x, y, "")
+            self._cache = compute(x, y, "")
             return y
         # inference: chunks of images keep the scratch arrays small; nothing is kept for backward
         self._cache = None
-        if fourier:
+        if algorithm == "fourier":
             plan = self._plan(height, width, dtype)
             per_image = plan.freq_h * plan.freq_w * (self.in_channels + self.out_channels) * 2 * dtype.itemsize
+        elif algorithm == "winograd":     # V and M: (a/m)^2 = 2.25 times the input and the output
+            per_image = 3 * (height * width * self.in_channels + out_h * out_w * self.out_channels) * dtype.itemsize
         else:
             per_image = out_h * out_w * self.in_channels * self.kernel_size[0] * self.kernel_size[1]
             per_image *= dtype.itemsize
         chunk = max(1, INFERENCE_BYTES // max(per_image, 1))
         for start in range(0, batch, chunk):
             part = slice(start, start + chunk)
-            (self._forward_fourier if fourier else self._forward_im2col)(x[part], y[part], "inference_")
+            compute(x[part], y[part], "inference_")
         return y
+
+    def _forward_winograd(self, x: np.ndarray, y: np.ndarray, prefix: str) -> dict[str, Any]:
+        """Write the convolution of ``x`` into ``y`` by Winograd's F(4x4, 3x3) (:mod:`digitnet.kernels.winograd`)."""
+        plan = self._winograd_plan(x.shape[2], x.shape[3], y.dtype)
+        weights = self.params["weights"].astype(y.dtype, copy=False)
+        cache = plan.forward(x, weights, self.params["bias"], y, self.work_buffer, prefix + "winograd_",
+                             self.workers if self.workers.split_products else None)
+        return {"algorithm": "winograd", "plan": plan, **cache}
+
+    def _winograd_plan(self, height: int, width: int, dtype: np.dtype) -> WinogradPlan:
+        key = (height, width, np.dtype(dtype).str)
+        if key not in self._winograd_plans:
+            self._winograd_plans[key] = WinogradPlan(height, width, self.padding, dtype, tile=WINOGRAD_TILE)
+        return self._winograd_plans[key]
 
     def _forward_im2col(self, x: np.ndarray, y: np.ndarray, prefix: str) -> dict[str, Any]:
         """Write the convolution of ``x`` into ``y`` (both NCHW) by im2col and one matrix product."""
@@ -210,7 +251,17 @@ class FastConv2D(Buffered, Conv2D):
             return None if not self.compute_input_grad else np.zeros(self._cache["x_shape"], grad_out.dtype)
         if self._cache["algorithm"] == "fourier":
             return self._backward_fourier(grad_out)
+        if self._cache["algorithm"] == "winograd":
+            return self._backward_winograd(grad_out)
         return self._backward_im2col(grad_out)
+
+    def _backward_winograd(self, grad_out: np.ndarray) -> np.ndarray | None:
+        cache = self._cache
+        grad_in = self.work_buffer("grad_in", cache["x_shape"], grad_out.dtype) if self.compute_input_grad else None
+        cache["plan"].backward(grad_out, cache, self.params["weights"].astype(grad_out.dtype, copy=False),
+                               self.grads["weights"], self.grads["bias"], grad_in, self.work_buffer, "winograd_",
+                               self.workers if self.workers.split_products else None)
+        return grad_in
 
     def _backward_im2col(self, grad_out: np.ndarray) -> np.ndarray | None:
         cols = self._cache["cols"]
@@ -325,7 +376,7 @@ class FastConv2D(Buffered, Conv2D):
         takes_fast_path = getattr(pool, "takes_fast_path", None)
         if takes_fast_path is None or self.in_channels != 1 or self.compute_input_grad:
             return False
-        if x.ndim != 4 or x.shape[1] != 1 or len(x) == 0 or self.uses_fourier(len(x)):
+        if x.ndim != 4 or x.shape[1] != 1 or len(x) == 0 or self.algorithm_for(len(x), *x.shape[2:]) != "im2col":
             return False
         return takes_fast_path((len(x), self.out_channels, *self.output_hw(x.shape[2], x.shape[3])))
 

@@ -74,7 +74,7 @@ def windows(x_pad: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
               Setting("stride", "pair", 1, low=1, help="step between windows"),
               Setting("padding", "pair", 0, low=0, help="zeros added on each side"),
               Setting("init", "str", "he", choices_of="initializer", help="how the weights are drawn"),
-              Setting("algorithm", "str", "auto", choices=("auto", "im2col", "fourier"),
+              Setting("algorithm", "str", "auto", choices=("auto", "im2col", "fourier", "winograd"),
                       help="the fast kernel's method (digitnet.kernels.conv); the reference is im2col")),
 )
 class Conv2D(Layer):
@@ -99,8 +99,10 @@ class Conv2D(Layer):
         super().__init__()
         self.configure(in_channels=in_channels, out_channels=out_channels, kernel_size=kernel_size,
                        stride=stride, padding=padding, init=init, algorithm=algorithm)
-        if self.algorithm == "fourier" and self.stride != (1, 1):
-            raise ConfigError("the fourier convolution algorithm needs stride 1")
+        if self.algorithm in ("fourier", "winograd") and self.stride != (1, 1):
+            raise ConfigError(f"the {self.algorithm} convolution algorithm needs stride 1")
+        if self.algorithm == "winograd" and self.kernel_size != (3, 3):
+            raise ConfigError("the winograd convolution algorithm needs a 3x3 kernel")
         kh, kw = self.kernel_size
         rng = rng if rng is not None else np.random.default_rng(0)
         shape = (self.out_channels, self.in_channels, kh, kw)
