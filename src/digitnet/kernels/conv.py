@@ -131,7 +131,7 @@ class FastConv2D(Buffered, Conv2D):
         plan = self._winograd_plan(x.shape[2], x.shape[3], y.dtype)
         weights = self.params["weights"].astype(y.dtype, copy=False)
         cache = plan.forward(x, weights, self.params["bias"], y, self.work_buffer, prefix + "winograd_",
-                             self.workers if self.workers.split_products else None)
+                             self.workers if self.workers.enabled else None)
         return {"algorithm": "winograd", "plan": plan, **cache}
 
     def _winograd_plan(self, height: int, width: int, dtype: np.dtype) -> WinogradPlan:
@@ -260,7 +260,7 @@ class FastConv2D(Buffered, Conv2D):
         grad_in = self.work_buffer("grad_in", cache["x_shape"], grad_out.dtype) if self.compute_input_grad else None
         cache["plan"].backward(grad_out, cache, self.params["weights"].astype(grad_out.dtype, copy=False),
                                self.grads["weights"], self.grads["bias"], grad_in, self.work_buffer, "winograd_",
-                               self.workers if self.workers.split_products else None)
+                               self.workers if self.workers.enabled else None)
         return grad_in
 
     def _backward_im2col(self, grad_out: np.ndarray) -> np.ndarray | None:

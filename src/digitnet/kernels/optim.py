@@ -52,9 +52,9 @@ class BlockedUpdates:
             for start in range(0, param.shape[0], rows):
                 block = slice(start, start + rows)
                 blocks.append((param[block], grad[block], {k: v[block] for k, v in state.items()}))
-        # each thread takes a run of consecutive blocks: few hand-overs between threads
-        lanes = split(len(blocks), self.workers.threads)
-        self.workers.run(lambda lane: [self._update(*block) for block in blocks[lane]], lanes)
+        if blocks:                    # each thread takes a run of consecutive blocks: few hand-overs
+            lanes = split(len(blocks), self.workers.threads)
+            self.workers.run(lambda lane: [self._update(*block) for block in blocks[lane]], lanes)
 
     @staticmethod
     def _slot(state: dict[str, np.ndarray], name: str, like: np.ndarray) -> np.ndarray:

@@ -101,9 +101,10 @@ class Workers:
 
     def __init__(self, threads: int | None = None) -> None:
         self.threads = resolve_threads(threads)
-        #: whether matrix products run in parts here (False while BLAS's own threads run them: see
-        #: :func:`digitnet.kernels.threads.blas_threads_for`)
-        self.split_products = True
+        #: False while BLAS's own threads run a network's products (see
+        #: :func:`digitnet.kernels.threads.blas_threads_for`): they busy-wait between calls on the
+        #: other cores, so everything then runs on the calling thread
+        self.enabled = True
         self._pool: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
@@ -113,9 +114,8 @@ class Workers:
         return {**self.__dict__, "_pool": None}
 
     def product_parts(self, rows: int, flops: float, nbytes: int = 0) -> list[slice]:
-        """:func:`product_parts` for a product that calls BLAS: one part while BLAS's own threads
-        run the products (``split_products`` False)."""
-        return product_parts(rows, flops, nbytes) if self.split_products else [slice(0, rows)]
+        """:func:`product_parts`, or one part while the workers are off (``enabled`` False)."""
+        return product_parts(rows, flops, nbytes) if self.enabled else [slice(0, rows)]
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -130,7 +130,7 @@ class Workers:
 
     def run(self, fn: Callable[[Part], Any], parts: Sequence[Part]) -> list[Any]:
         """``[fn(part) for part in parts]``, spread over the threads (see the class docstring)."""
-        if self.threads == 1 or len(parts) < 2:
+        if self.threads == 1 or len(parts) < 2 or not self.enabled:
             return [fn(part) for part in parts]
         pool = self._executor()
         lanes = min(self.threads, len(parts))
@@ -153,7 +153,10 @@ class Workers:
 
     def each(self, fn: Callable[[slice], Any], length: int, nbytes: int) -> None:
         """``fn(rows)`` for the slices of :meth:`split`: an element-wise pass over ``length`` rows."""
-        self.run(fn, self.split(length, nbytes))
+        if self.threads == 1 or nbytes < 2 * MIN_PART_BYTES or not self.enabled:   # one piece
+            fn(slice(0, length))
+        else:
+            self.run(fn, self.split(length, nbytes))
 
     def close(self) -> None:
         """Stop the worker threads (a later ``run`` starts new ones)."""

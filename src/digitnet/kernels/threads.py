@@ -9,7 +9,9 @@ kernels:
   large products in parts and run them, like everything else, on every core.
 - **Networks of Dense layers** with a large product (at least ``SMALL_MATMUL_FLOPS``): BLAS's own
   threads run the products (on this kind of machine a BLAS thread pool wakes faster than Python
-  threads for a handful of products per step) and the workers keep the memory-bound passes.
+  threads for a handful of products per step), and the workers stay off: BLAS's threads busy-wait
+  on the other cores between calls, and the few large passes of an MLP (its optimizer update) ran
+  no faster on the workers beside them.
 - **Small networks**: one BLAS thread, nothing split; a second thread busy-waiting between calls
   slows the element-wise work more than it helps the products.
 
@@ -83,8 +85,8 @@ def blas_threads_for(model, batch_size: int, threads: int | None = None) -> cont
         threads = workers.threads if workers is not None else resolve_threads()
     count = blas_thread_count(model, batch_size, threads, kernels=workers is not None)
     fixed = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
-    if workers is not None:       # never BLAS threads inside the workers' parts
-        workers.split_products = (fixed or str(count)) == "1"
+    if workers is not None:       # never BLAS threads beside the workers' parts
+        workers.enabled = (fixed or str(count)) == "1"
     if count is None or fixed:
         return contextlib.nullcontext()
     try:
