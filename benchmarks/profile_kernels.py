@@ -1,7 +1,8 @@
 """Where a training step's time goes, kernel by kernel, beside PyTorch's step on the same batches.
 
     python benchmarks/profile_kernels.py cnn cnn-5x5 --steps 40
-    python benchmarks/profile_kernels.py mlp-seed-002 --threads 1 --json out.json
+    DIGITNET_THREADS=1 python benchmarks/profile_kernels.py mlp-seed-002 --json out.json
+    python benchmarks/profile_kernels.py --compare before.json after.json     # a Markdown table
 
 For each benchmark configuration (``digitnet.bench.CONFIGS``, plus ``cnn-fast`` with Adam and
 ``cnn-best``) it trains ``--steps`` batches through digitnet's Trainer with every layer's forward and
@@ -74,27 +75,15 @@ def digitnet_steps(config, train, steps: int, table: dict[str, list[float]]) -> 
 
 
 def torch_steps(bench_config, train, test, steps: int) -> float | None:
+    """Seconds per step of the PyTorch twin: its second epoch over ``steps`` batches (the first warms up)."""
     try:
-        run = bench.TorchRun(bench_config, train.head((steps + 5) * bench_config.batch_size), test.head(10))
+        run = bench.TorchRun(bench_config, train.head(steps * bench_config.batch_size), test.head(10))
     except Exception:                                       # no torch: digitnet alone
         return None
-    torch, net, optimizer = run.torch, run.net, run.optimizer
-    loss_fn = torch.nn.functional.cross_entropy
-    order = torch.arange(len(run.y))
-    times = []
-    for number, start in enumerate(range(0, len(order), run.batch_size)):
-        t0 = time.perf_counter()
-        idx = order[start:start + run.batch_size]
-        x, y = run.x[idx], run.y[idx]
-        optimizer.zero_grad(set_to_none=True)
-        outputs = net(x)
-        loss = loss_fn(outputs, y)
-        loss.backward()
-        optimizer.step()
-        loss.item()
-        if number >= 5:
-            times.append(time.perf_counter() - t0)
-    return sum(times) / len(times)
+    run.epoch()
+    start = time.perf_counter()
+    run.epoch()
+    return (time.perf_counter() - start) / steps
 
 
 def config_named(name: str):
@@ -106,14 +95,39 @@ def config_named(name: str):
     return load_preset(name), None
 
 
+def compare_table(before: dict, after: dict) -> str:
+    """Markdown: per configuration and part, ms per step before and after (two JSON files of this script)."""
+    lines = ["| configuration | part | before, ms | after, ms | after / before |", "|---|---|---|---|---|"]
+    for name, new in after.items():
+        old = before.get(name)
+        if old is None:
+            continue
+        rows = [("whole step", old["digitnet_ms"], new["digitnet_ms"])]
+        rows += [(part, old["parts_ms"].get(part), ms) for part, ms in new["parts_ms"].items()
+                 if part != "whole step" and max(ms, old["parts_ms"].get(part) or 0) >= 0.2]
+        if new.get("torch_ms"):
+            rows.append(("PyTorch's whole step", old.get("torch_ms"), new["torch_ms"]))
+        for index, (part, was, now) in enumerate(rows):
+            ratio = f"{now / was:.2f}x" if was else ""
+            was_text = f"{was:.2f}" if was is not None else "–"
+            lines.append(f"| {name if index == 0 else ''} | {part} | {was_text} | {now:.2f} | {ratio} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("configs", nargs="+", help="bench configurations (mlp-seed-002, mlp-800, cnn, cnn-5x5, "
+    parser.add_argument("configs", nargs="*", help="bench configurations (mlp-seed-002, mlp-800, cnn, cnn-5x5, "
                                                    "cnn-fast, cnn-best)")
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"),
+                        help="print a Markdown table of two JSON files written by --json, and stop")
     parser.add_argument("--steps", type=int, default=40, help="timed batches per round (default 40)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of digitnet then PyTorch (default 2)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
+    if args.compare:
+        before, after = (json.loads(path.read_text()) for path in args.compare)
+        print(compare_table(before, after))
+        return 0
     train, test = bench.load_data(bench.CONFIGS["cnn"], quick=False)
     report = {}
     for name in args.configs:

@@ -106,6 +106,34 @@ def test_reference_kernels_train_without_speed_up(how, mnist_path, tmp_path, mon
 
 
 
+def test_a_bad_threads_setting_is_one_clear_line_and_exit_2(tmp_path):
+    result = run_cli("train", "--arch", "784-16-10", "--epochs", "1", "--out", tmp_path / "r",
+                     env={"DIGITNET_THREADS": "two"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "digitnet train: error: threads must be a whole number >= 1, got 'two' (from $DIGITNET_THREADS)"]
+    assert not (tmp_path / "r").exists()
+    flag = run_cli("train", "--arch", "784-16-10", "--threads", "0", "--out", tmp_path / "r")
+    assert flag.returncode == 2 and "--threads: expected a whole number >= 1, got 0" in flag.stderr
+
+
+def test_threads_change_the_time_not_the_weights(mnist_path, tmp_path, monkeypatch, capsys):
+    """``--threads 1`` and ``--threads 2`` train a small CNN to the same bits in every weight."""
+    from digitnet.cli import main
+
+    monkeypatch.setenv("DIGITNET_DATA", str(mnist_path.parent))
+    for threads in ("1", "2"):
+        code = main(["train", "--preset", "cnn-fast", "--epochs", "1", "--limit-train", "384", "--no-progress",
+                     "--threads", threads, "--out", str(tmp_path / threads)])
+        assert code == 0, capsys.readouterr().err
+    from digitnet.io import read_safetensors
+
+    one, two = (read_safetensors(tmp_path / t / "model.safetensors").tensors for t in ("1", "2"))
+    assert one.keys() == two.keys() and len(one) == 8
+    for name in one:
+        np.testing.assert_array_equal(one[name], two[name], err_msg=name)
+
+
 def test_every_registered_choice_is_offered_by_train_help():
     """The flags' choices come from the registry: a new activation or optimizer appears without a CLI edit."""
     from digitnet.nn.registry import names
