@@ -13,10 +13,11 @@ Three rules keep runs reproducible whatever the thread count:
   order. A sum over parts (a weight gradient summed over the batch) is added up by the caller in part
   order. So one, two or eight threads give bit-identical numbers. Element-wise passes give the same
   numbers however they are cut, so they are cut by the thread count (:meth:`Workers.split`).
-- **BLAS runs on one thread** while a model trains with the workers
-  (:func:`digitnet.kernels.threads.blas_threads_for`): the workers are the parallelism, and a BLAS
-  thread pool beside them would oversubscribe the cores (and BLAS's own thread count changes the
-  last bits of some products).
+- **Either BLAS's threads or the workers, never both, and chosen by the network**
+  (:func:`digitnet.kernels.threads.blas_threads_for`): while the workers are on, BLAS runs on one
+  thread (a BLAS thread pool beside them would oversubscribe the cores); while BLAS's own threads
+  run a network's products, the workers are off (``enabled`` False). BLAS's thread count changes the
+  last bits of some products, so it never follows the ``threads`` setting.
 
 Small arrays are not split: handing a part to another thread (and the interpreter lock back and
 forth) costs tens of microseconds, more than a pass over a few hundred kilobytes; docs/SPEED.md has
