@@ -46,6 +46,14 @@ def kernel_threads(request, monkeypatch):
         yield parallel.SERIAL
         return
     workers = parallel.Workers(3)
+    real_speed_up = speed_up
+
+    def speed_up_on_three_threads(model, loss=None, optimizer=None, threads=None):
+        model, loss, optimizer = real_speed_up(model, loss, optimizer, threads=3)
+        model.use_workers(workers)     # on, as in training
+        return model, loss, optimizer
+
+    monkeypatch.setitem(globals(), "speed_up", speed_up_on_three_threads)
     monkeypatch.setattr(parallel, "MIN_PART_BYTES", 1)
     monkeypatch.setattr(parallel, "MIN_PART_FLOPS", 0)
     monkeypatch.setenv(parallel.ENV_VAR, "3")

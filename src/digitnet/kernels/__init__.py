@@ -64,6 +64,7 @@ def speed_up(model: Any, loss_fn: Any = None, optimizer: Any = None, threads: in
     :class:`Workers` of ``threads`` threads (None: ``$DIGITNET_THREADS``, else the cores).
     """
     workers = Workers(threads)
+    workers.enabled = False       # until training turns them on (digitnet.kernels.threads.blas_threads_for)
     if model is not None:
         if not isinstance(model, FastSequential):
             model = FastSequential([fast_twin(layer) for layer in model.layers], model.input_shape, model.rng)

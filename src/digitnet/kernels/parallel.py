@@ -102,9 +102,9 @@ class Workers:
 
     def __init__(self, threads: int | None = None) -> None:
         self.threads = resolve_threads(threads)
-        #: False while BLAS's own threads run a network's products (see
-        #: :func:`digitnet.kernels.threads.blas_threads_for`): they busy-wait between calls on the
-        #: other cores, so everything then runs on the calling thread
+        #: False outside training and while BLAS's own threads run a network's products (see
+        #: :func:`digitnet.kernels.threads.blas_threads_for`): BLAS's threads then use the other
+        #: cores, so everything runs on the calling thread
         self.enabled = True
         self._pool: ThreadPoolExecutor | None = None
 

@@ -74,26 +74,42 @@ def blas_threads_for(model, batch_size: int, threads: int | None = None) -> cont
     """A context that sets BLAS to :func:`blas_thread_count` threads while ``model`` trains.
 
     A model with ``workers`` (a :class:`~digitnet.kernels.FastSequential`) trains with the kernels;
-    its workers are told whether to cut products (not while BLAS's threads run them). ``threads``
-    defaults to its workers' count, or :func:`~digitnet.kernels.parallel.resolve_threads`.
+    inside the context its workers are on exactly when BLAS runs on one thread, and afterwards they
+    are as before (off for prediction, where BLAS keeps its own threads). ``threads`` defaults to the
+    workers' count, or :func:`~digitnet.kernels.parallel.resolve_threads`.
 
     Uses threadpoolctl when it is installed (it comes with scikit-learn); without it, or with an
-    explicit OPENBLAS_NUM_THREADS / OMP_NUM_THREADS in the environment, nothing changes.
+    explicit OPENBLAS_NUM_THREADS / OMP_NUM_THREADS in the environment, BLAS keeps its thread count
+    (and the workers stay off unless that count is 1).
     """
     workers = getattr(model, "workers", None)
     if threads is None:
         threads = workers.threads if workers is not None else resolve_threads()
     count = blas_thread_count(model, batch_size, threads, kernels=workers is not None)
     fixed = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
-    if workers is not None:       # never BLAS threads beside the workers' parts
-        workers.enabled = (fixed or str(count)) == "1"
-    if count is None or fixed:
-        return contextlib.nullcontext()
+    limits: contextlib.AbstractContextManager = contextlib.nullcontext()
+    one_thread = fixed == "1"
+    if count is not None and not fixed:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            pass
+        else:
+            limits, one_thread = threadpool_limits(count, user_api="blas"), count == 1
+    if workers is None:
+        return limits
+    return _workers_on(workers, one_thread, limits)     # never BLAS threads beside the workers' parts
+
+
+@contextlib.contextmanager
+def _workers_on(workers, enabled: bool, limits: contextlib.AbstractContextManager):
+    before = workers.enabled
+    workers.enabled = enabled
     try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(count, user_api="blas")
+        with limits:
+            yield
+    finally:
+        workers.enabled = before
 
 
 __all__ = ["SMALL_MATMUL_FLOPS", "blas_runs_products", "blas_thread_count", "blas_threads_for", "largest_matmul_flops"]
