@@ -4,8 +4,8 @@ An update is several element-wise passes over a parameter, its gradient and its 
 with more than 4 blocks' worth of scalars is updated in blocks of rows of about ``BLOCK_SIZE``
 scalars (256 KB in float32), so that a block's param, grad, state and scratch stay in the L2 cache
 between passes; smaller parameters fit in the cache whole. Element-wise updates give the same
-numbers in blocks as on the whole array, so the blocks (and the small parameters) are spread over
-the workers' threads. The state arrays (``velocity``, ``m``, ``v``) have the
+numbers in blocks as on the whole array, so each of the workers' threads takes a run of consecutive
+blocks (small parameters are updated on the calling thread). The state arrays (``velocity``, ``m``, ``v``) have the
 names the reference optimizers use, so a checkpoint resumes with either.
 """
 
