@@ -22,7 +22,8 @@ float32 rounding) faster, in one of two ways:
 would dominate, and for a few images the kernels' own transform does. Otherwise it takes Winograd
 for 3x3 kernels on outputs of at least ``WINOGRAD_MIN_SIZE`` pixels a side (32 -> 32 channels on
 28x28, a training step of 128 images on two workers: 51 ms against Fourier's 54), and Fourier for the
-rest (on 14x14: 21 ms against Winograd's 24; on 7x7: 9.4 against 14). benchmarks/results/conv3x3.md, docs/CNN.md and docs/SPEED.md give the measurements.
+rest (on 14x14: 21 ms against Winograd's 24; on 7x7: 9.4 against 14). benchmarks/results/conv3x3.md,
+docs/CNN.md and docs/SPEED.md give the measurements.
 
 All scratch arrays are work buffers reused across batches; ``dL/dx`` is skipped when
 ``compute_input_grad`` is False (the first layer of a model); in inference mode the batch is
