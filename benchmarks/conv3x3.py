@@ -94,7 +94,7 @@ def contestant(algorithm: str, reference: Conv2D, size: int, workers: Workers):
     if algorithm.startswith("winograd"):
         return WinogradLayer(reference, int(algorithm.split("-")[1]), size, size,
                              workers if algorithm.endswith("workers") else None)
-    reference.algorithm = algorithm          # read by FastConv2D.uses_fourier
+    reference.algorithm = algorithm          # read by FastConv2D.algorithm_for
     fast = FastConv2D.adopt(reference)
     return fast
 

@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     train, test = bench.load_data(bench.CONFIGS["cnn"], quick=False)
     report = {}
     for name in args.configs:
-        config, bench_config = bench_configs(name)
+        config, bench_config = config_named(name)
         table: dict[str, list[float]] = defaultdict(list)
         ours, theirs = [], []
         for _ in range(args.rounds):
@@ -155,9 +155,6 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(report, indent=1))
     return 0
 
-
-def bench_configs(name: str):
-    return config_named(name)
 
 
 if __name__ == "__main__":

@@ -103,23 +103,23 @@ def test_the_two_algorithms_agree_on_mnist_sized_layers(rng):
 
 
 def test_auto_picks_fourier_for_stride_one_multi_channel_layers():
-    assert fast_conv(32, 64, 5, padding=2).uses_fourier()
-    assert fast_conv(8, 16, 3, padding=1).uses_fourier()
-    assert not fast_conv(1, 32, 5, padding=2).uses_fourier()            # the first layer: im2col
-    assert not fast_conv(32, 64, 3, stride=2, padding=1).uses_fourier()  # strided: im2col
-    assert not fast_conv(32, 64, 1).uses_fourier()                      # 1x1 kernels: im2col
-    assert not fast_conv(32, 64, 2).uses_fourier()                      # 2x2 (4 offsets < 9): im2col
-    assert not fast_conv(32, 64, 5, algorithm="im2col").uses_fourier()
-    assert fast_conv(1, 8, 3, algorithm="fourier").uses_fourier()
+    assert fast_conv(32, 64, 5, padding=2).algorithm_for() == "fourier"
+    assert fast_conv(8, 16, 3, padding=1).algorithm_for() == "fourier"
+    assert fast_conv(1, 32, 5, padding=2).algorithm_for() != "fourier"            # the first layer: im2col
+    assert fast_conv(32, 64, 3, stride=2, padding=1).algorithm_for() != "fourier"  # strided: im2col
+    assert fast_conv(32, 64, 1).algorithm_for() != "fourier"                      # 1x1 kernels: im2col
+    assert fast_conv(32, 64, 2).algorithm_for() != "fourier"                      # 2x2 (4 offsets < 9): im2col
+    assert fast_conv(32, 64, 5, algorithm="im2col").algorithm_for() != "fourier"
+    assert fast_conv(1, 8, 3, algorithm="fourier").algorithm_for() == "fourier"
     # a few images: the kernels' transform would dominate, so "auto" takes im2col
-    assert not fast_conv(32, 64, 3, padding=1).uses_fourier(batch=FOURIER_MIN_BATCH - 1)
-    assert fast_conv(32, 64, 3, padding=1).uses_fourier(batch=FOURIER_MIN_BATCH)
-    assert fast_conv(32, 64, 3, padding=1, algorithm="fourier").uses_fourier(batch=1)
-    assert not fast_conv(32, 64, 3, padding=1, algorithm="im2col").uses_fourier(batch=10 * FOURIER_MIN_BATCH)
+    assert fast_conv(32, 64, 3, padding=1).algorithm_for(batch=FOURIER_MIN_BATCH - 1) != "fourier"
+    assert fast_conv(32, 64, 3, padding=1).algorithm_for(batch=FOURIER_MIN_BATCH) == "fourier"
+    assert fast_conv(32, 64, 3, padding=1, algorithm="fourier").algorithm_for(batch=1) == "fourier"
+    assert fast_conv(32, 64, 3, padding=1, algorithm="im2col").algorithm_for(batch=10 * FOURIER_MIN_BATCH) != "fourier"
 
 
 @pytest.mark.parametrize(("batch", "algorithm"), [(FOURIER_MIN_BATCH - 1, "im2col"), (FOURIER_MIN_BATCH, "fourier")])
-def test_auto_trains_through_the_algorithm_uses_fourier_names(batch, algorithm, rng):
+def test_auto_trains_through_the_algorithm_it_names(batch, algorithm, rng):
     conv = fast_conv(2, 3, 3, padding=1, rng=rng)
     conv.forward(rng.standard_normal((batch, 2, 6, 6)).astype(np.float32), training=True)
     assert conv._cache["algorithm"] == algorithm

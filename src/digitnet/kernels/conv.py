@@ -90,9 +90,6 @@ class FastConv2D(Buffered, Conv2D):
             return "winograd"
         return "fourier"
 
-    def uses_fourier(self, batch: int | None = None) -> bool:
-        """Whether forward/backward go through the convolution theorem for a batch of small images."""
-        return self.algorithm_for(batch) == "fourier"
 
     # -- forward ----------------------------------------------------------------------------------
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:

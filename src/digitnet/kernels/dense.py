@@ -31,41 +31,37 @@ class FastDense(Buffered, Dense):
         dtype = x.dtype if x.dtype == weights.dtype else np.result_type(x, weights)
         y = self.output_buffer("y", (x.shape[0], self.out_features), dtype, training)
         bias = self.params["bias"]
-        if self._in_parts(len(x)):
+        parts = self._parts(len(x), len(x))
+        if len(parts) > 1:
             def rows_of(rows: slice) -> None:
                 np.matmul(x[rows], weights, out=y[rows])
                 y[rows] += bias
 
-            self.workers.run(rows_of, self.workers.product_parts(len(x), self._flops(len(x))))
+            self.workers.run(rows_of, parts)
         else:                             # the common small case, without the parts' bookkeeping
             np.matmul(x, weights, out=y)
             y += bias
         self.x = x
         return y
 
-    def _flops(self, batch: int) -> float:
-        """FLOPs of one of the layer's products for ``batch`` rows."""
-        return 2.0 * batch * self.in_features * self.out_features
-
-    def _in_parts(self, batch: int) -> bool:
-        """Whether this layer's products are cut in parts (shapes, and who runs the products, only)."""
-        return len(self.workers.product_parts(max(batch, 2), self._flops(batch))) > 1
+    def _parts(self, rows: int, batch: int) -> list[slice]:
+        """Parts of ``rows`` for one of the layer's products over a batch of ``batch`` (shapes only)."""
+        return self.workers.product_parts(rows, 2.0 * batch * self.in_features * self.out_features)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         weights, x, grad_weights = self.params["weights"], self.x, self.grads["weights"]
-        in_parts = self._in_parts(len(x))
-        if in_parts:
-            self.workers.run(lambda rows: np.matmul(x[:, rows].T, grad_out, out=grad_weights[rows]),
-                             self.workers.product_parts(self.in_features, self._flops(len(x))))
+        features = self._parts(self.in_features, len(x))
+        if len(features) > 1:
+            self.workers.run(lambda rows: np.matmul(x[:, rows].T, grad_out, out=grad_weights[rows]), features)
         else:
             np.matmul(x.T, grad_out, out=grad_weights)
         np.matmul(self._ones(grad_out.shape[0], grad_out.dtype), grad_out, out=self.grads["bias"])
         if not self.compute_input_grad:
             return None
         grad_in = self.work_buffer("grad_in", (grad_out.shape[0], self.in_features), grad_out.dtype)
-        if in_parts:
-            self.workers.run(lambda rows: np.matmul(grad_out[rows], weights.T, out=grad_in[rows]),
-                             self.workers.product_parts(len(grad_out), self._flops(len(grad_out))))
+        images = self._parts(len(grad_out), len(grad_out))
+        if len(images) > 1:
+            self.workers.run(lambda rows: np.matmul(grad_out[rows], weights.T, out=grad_in[rows]), images)
         else:
             np.matmul(grad_out, weights.T, out=grad_in)
         return grad_in

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 from digitnet.errors import ConfigError
@@ -143,12 +143,9 @@ class Workers:
         try:
             mine = lane(0)
         finally:
-            others = [future.result() if future.exception() is None else future for future in futures]
-        for other in others:
-            if not isinstance(other, list):
-                raise other.exception()
+            wait(futures)                          # no part still running when this returns or raises
         results: list[Any] = [None] * len(parts)
-        for start, values in enumerate([mine, *others]):
+        for start, values in enumerate([mine, *(future.result() for future in futures)]):
             results[start::lanes] = values
         return results
 

@@ -41,6 +41,7 @@ input channel, Fourier for 64 -> 64 on 7x7; F(2x2) was never the fastest.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -48,7 +49,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from digitnet.errors import ConfigError
-from digitnet.kernels.parallel import Workers
+from digitnet.kernels.parallel import SERIAL, Workers
 
 Buffer = Callable[[str, tuple[int, ...], np.dtype], np.ndarray]
 
@@ -261,15 +262,10 @@ class WinogradPlan:
         count = -(-batch // max(1, PART_BYTES // per_image))              # as few parts as fit, of even sizes
         return [slice(batch * index // count, batch * (index + 1) // count) for index in range(count)]
 
-    def _lanes(self, parts: list[slice], workers: Workers | None) -> tuple[int, Callable]:
-        """How many parts run at once, and ``map(fn, items)`` over them (in the workers, or here).
-
-        :meth:`Workers.run` deals the parts round-robin to its threads, so part ``i`` runs in lane
-        ``i % lanes`` and the scratch arrays of a lane (named after it) are never used by two parts at once.
-        """
-        if workers is None or workers.threads == 1 or len(parts) < 2:
-            return 1, lambda fn, items: [fn(item) for item in items]
-        return min(workers.threads, len(parts)), workers.run
+    @staticmethod
+    def _lane_prefix(name: str) -> str:
+        """``name`` plus the calling thread's id: each thread running parts has scratch arrays of its own."""
+        return f"{name}lane{threading.get_ident()}_"
 
     def forward(self, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, y: np.ndarray, buffer: Buffer,
                 name: str, workers: Workers | None = None) -> dict[str, Any]:
@@ -287,17 +283,15 @@ class WinogradPlan:
         kernel_tiles = self.kernel_tiles(weights)                                   # U  [a^2, O, C]
         shift = bias.astype(self.dtype, copy=False).reshape(-1, 1, 1, 1, 1, 1)
         parts = self.batch_parts(batch, max(channels_in, len(weights)))
-        lanes, run = self._lanes(parts, workers)
 
-        def forward_part(item: tuple[int, slice]) -> np.ndarray:
-            index, part = item
-            prefix = name if lanes == 1 else f"{name}lane{index % lanes}_"
+        def forward_part(part: slice) -> np.ndarray:
+            prefix = self._lane_prefix(name)
             tiles = kept[part.start * per_image:part.stop * per_image].reshape(self.positions, channels_in, -1)
             self.input_tiles(x[part], tiles, buffer, prefix + "x_tiles")           # V  [a^2, C, N]
             self._forward_part(tiles, kernel_tiles, shift, y[part], part.stop - part.start, buffer, prefix)
             return tiles
 
-        return {"x_shape": x.shape, "input_tiles": run(forward_part, list(enumerate(parts)))}
+        return {"x_shape": x.shape, "input_tiles": (workers or SERIAL).run(forward_part, parts)}
 
     def _forward_part(self, input_tiles: np.ndarray, kernel_tiles: np.ndarray, shift: np.ndarray, y: np.ndarray,
                       batch: int, buffer: Buffer, name: str) -> None:
@@ -334,13 +328,12 @@ class WinogradPlan:
         np.sum(grad_out, axis=(0, 2, 3), out=grad_bias)
         transposed_kernels = self.kernel_tiles(weights).transpose(0, 2, 1) if grad_in is not None else None
         parts = self.batch_parts(len(grad_out), max(channels_in, channels_out))
-        lanes, run = self._lanes(parts, workers)
         part_kernel_tiles = buffer(name + "grad_u", (len(parts), self.positions, channels_out, channels_in),
                                    self.dtype)
 
         def backward_part(item: tuple[int, slice]) -> None:
             index, part = item
-            prefix = name if lanes == 1 else f"{name}lane{index % lanes}_"
+            prefix = self._lane_prefix(name)
             input_tiles = cache["input_tiles"][index]
             grad_tiles = self.output_tiles(grad_out[part], buffer, prefix + "g_tiles")         # Gt [a^2, O, N]
             np.matmul(grad_tiles, input_tiles.transpose(0, 2, 1), out=part_kernel_tiles[index])   # dU = Gt V^T
@@ -349,7 +342,7 @@ class WinogradPlan:
                 np.matmul(transposed_kernels, grad_tiles, out=grad_input_tiles)                # dV = U^T Gt
                 self._add_tiles(grad_input_tiles, grad_in[part], buffer, prefix + "grad_x")
 
-        run(backward_part, list(enumerate(parts)))
+        (workers or SERIAL).run(backward_part, list(enumerate(parts)))
         self.kernel_from_tiles(part_kernel_tiles.sum(axis=0), grad_weights)
 
     def _add_tiles(self, grad_input_tiles: np.ndarray, grad_in: np.ndarray, buffer: Buffer, name: str) -> None:
