@@ -358,7 +358,7 @@ class Classifier:
         and warm-up apply to ``fit``).
         """
         from digitnet.kernels import resolve_threads
-        from digitnet.kernels.threads import blas_threads_for
+        from digitnet.kernels.threads import training_context
         from digitnet.training import Trainer
 
         first = not hasattr(self, "model_")
@@ -378,7 +378,7 @@ class Classifier:
         trainer = Trainer(model, loss_fn, optimizer, (X, self._encode(y)), epochs=1, batch_size=batch, rng=rng,
                           augment=build_augment(config), clip_norm=config.clip_norm,
                           on_divergence=config.on_divergence, log=lambda message: None,
-                          epoch_context=lambda: blas_threads_for(model, batch, resolve_threads(self.threads)))
+                          epoch_context=lambda: training_context(model, batch, resolve_threads(self.threads)))
         history = trainer.run()
         if first or getattr(self, "history_", None) is None:
             self.history_ = history

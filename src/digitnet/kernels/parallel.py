@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 from digitnet.errors import ConfigError
+from digitnet.kernels.denormals import match_thread
 
 ENV_VAR = "DIGITNET_THREADS"
 #: an element-wise pass over fewer bytes than this per part runs in one piece
@@ -106,6 +107,10 @@ class Workers:
         #: :func:`digitnet.kernels.threads.blas_threads_for`): BLAS's threads then use the other
         #: cores, so everything runs on the calling thread
         self.enabled = True
+        #: whether the worker threads flush subnormal floats to zero while they run parts: the
+        #: training context sets it with the calling thread's mode (:mod:`digitnet.kernels.denormals`),
+        #: so every thread computes alike
+        self.flush_denormals = False
         self._pool: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
@@ -135,8 +140,11 @@ class Workers:
             return [fn(part) for part in parts]
         pool = self._executor()
         lanes = min(self.threads, len(parts))
+        flush = self.flush_denormals
 
         def lane(start: int) -> list[Any]:
+            if start:                                  # a worker thread: the caller's float mode
+                match_thread(flush)
             return [fn(parts[i]) for i in range(start, len(parts), lanes)]
 
         futures = [pool.submit(lane, start) for start in range(1, lanes)]

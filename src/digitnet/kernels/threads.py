@@ -27,7 +27,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections.abc import Iterator
 
+from digitnet.kernels.denormals import flushing
 from digitnet.kernels.parallel import resolve_threads
 
 #: with the reference layers, a step whose largest matrix product is below this many FLOPs runs BLAS on one thread
@@ -102,6 +104,25 @@ def blas_threads_for(model, batch_size: int, threads: int | None = None) -> cont
 
 
 @contextlib.contextmanager
+def training_context(model, batch_size: int, threads: int | None = None) -> Iterator[None]:
+    """The context an epoch trains in: :func:`blas_threads_for`, and with the kernels (a model with
+    ``workers``) subnormal floats flushed to zero on the calling thread and on the workers' threads
+    (:mod:`digitnet.kernels.denormals`). Everything is as before on exit; the reference layers keep
+    IEEE subnormals."""
+    workers = getattr(model, "workers", None)
+    with blas_threads_for(model, batch_size, threads), flushing(workers is not None) as flushed:
+        if workers is None:
+            yield
+            return
+        before = workers.flush_denormals
+        workers.flush_denormals = flushed
+        try:
+            yield
+        finally:
+            workers.flush_denormals = before
+
+
+@contextlib.contextmanager
 def _workers_on(workers, enabled: bool, limits: contextlib.AbstractContextManager):
     before = workers.enabled
     workers.enabled = enabled
@@ -112,4 +133,5 @@ def _workers_on(workers, enabled: bool, limits: contextlib.AbstractContextManage
         workers.enabled = before
 
 
-__all__ = ["SMALL_MATMUL_FLOPS", "blas_runs_products", "blas_thread_count", "blas_threads_for", "largest_matmul_flops"]
+__all__ = ["SMALL_MATMUL_FLOPS", "blas_runs_products", "blas_thread_count", "blas_threads_for", "largest_matmul_flops",
+           "training_context"]

@@ -21,7 +21,7 @@ from digitnet.config import (
     build_schedule,
     seed_generators,
 )
-from digitnet.kernels.threads import blas_threads_for
+from digitnet.kernels.threads import training_context
 from digitnet.training.callbacks import Callback
 from digitnet.training.loop import LabelledData, Trainer
 
@@ -77,12 +77,13 @@ def build_trainer(
     if fast:
         model, loss_fn, optimizer = engine.speed_up(model, loss_fn, optimizer, threads=threads)
 
-    # BLAS threads: one with the kernels (their workers use the cores), the size rule without them
-    def blas_threads():  # entered at every epoch, so `trainer` exists by then
-        return blas_threads_for(trainer.model, trainer.batch_size, threads)
+    # BLAS threads (one with the kernels, whose workers use the cores; the size rule without them)
+    # and, with the kernels, subnormal floats flushed to zero
+    def epoch_context():  # entered at every epoch, so `trainer` exists by then
+        return training_context(trainer.model, trainer.batch_size, threads)
 
     trainer = Trainer(model, loss_fn, optimizer, train, val, epochs=config.epochs,
                       batch_size=config.batch_size or None, rng=rngs["data"], schedule=schedule,
                       callbacks=callbacks, augment=augment, clip_norm=config.clip_norm,
-                      on_divergence=config.on_divergence, log=log, epoch_context=blas_threads)
+                      on_divergence=config.on_divergence, log=log, epoch_context=epoch_context)
     return trainer
