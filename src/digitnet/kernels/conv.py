@@ -229,7 +229,8 @@ class FastConv2D(Buffered, Conv2D):
         plan = self._plan(x.shape[2], x.shape[3], y.dtype)
         buffer, workers = self.work_buffer, self.workers
         x_spec = plan.spectrum(x, plan.x_w, plan.x_h, buffer, prefix + "x_spec", workers)  # X*  [F, B, C_in]
-        kernel_spec = plan.kernel_spectrum(self.params["weights"])                        # Wf  [F, C_in, C_out]
+        kernel_spec = plan.kernel_spectrum(self.params["weights"], buffer, prefix + "kernel_spec",
+                                           workers)                                       # Wf  [F, C_in, C_out]
         y_spec = buffer(prefix + "y_spec", (len(kernel_spec), batch, out_channels), plan.complex)
         workers.run(lambda f: np.matmul(x_spec[f], kernel_spec[f], out=y_spec[f]),      # Y* = X* Wf
                     self._frequency_parts(y_spec, x_spec.shape[2]))
@@ -347,15 +348,23 @@ class FastConv2D(Buffered, Conv2D):
         # frequency 0 of G is the sum of g over positions, so dL/dbias = sum_b G[0, b] (real)
         np.sum(g_spec[0].real, axis=0, out=self.grads["bias"])
         grad_w_spec = buffer("grad_w_spec", kernel_spec.shape, plan.complex)
-        # conj(DW) = X*^T G: a sum over the batch within each frequency, the parts by frequency
-        workers.run(lambda f: np.matmul(x_spec[f].transpose(0, 2, 1), g_spec[f], out=grad_w_spec[f]),
-                    self._frequency_parts(grad_w_spec, x_spec.shape[1]))
-        np.copyto(self.grads["weights"], plan.kernel_from_spectrum(grad_w_spec, conjugated=True))
-        if not self.compute_input_grad:
+        grad_x_spec = buffer("grad_x_spec", x_spec.shape, plan.complex) if self.compute_input_grad else None
+
+        def products(job: tuple[str, slice]) -> None:
+            kind, f = job
+            if kind == "weights":   # conj(DW) = X*^T G: a sum over the batch within each frequency
+                np.matmul(x_spec[f].transpose(0, 2, 1), g_spec[f], out=grad_w_spec[f])
+            else:                   # DX = G Wf^T
+                np.matmul(g_spec[f], kernel_spec[f].transpose(0, 2, 1), out=grad_x_spec[f])
+
+        # both products per frequency in one hand-over, each by parts of the frequencies
+        jobs = [("weights", f) for f in self._frequency_parts(grad_w_spec, x_spec.shape[1])]
+        if grad_x_spec is not None:
+            jobs += [("inputs", f) for f in self._frequency_parts(grad_x_spec, g_spec.shape[2])]
+        workers.run(products, jobs)
+        np.copyto(self.grads["weights"], plan.kernel_from_spectrum(grad_w_spec, conjugated=True, workers=workers))
+        if grad_x_spec is None:
             return None
-        grad_x_spec = buffer("grad_x_spec", x_spec.shape, plan.complex)
-        workers.run(lambda f: np.matmul(g_spec[f], kernel_spec[f].transpose(0, 2, 1), out=grad_x_spec[f]),
-                    self._frequency_parts(grad_x_spec, g_spec.shape[2]))                 # DX = G Wf^T
         grad_in = self.work_buffer("grad_in", self._cache["x_shape"], grad_out.dtype)
         return plan.inverse(grad_x_spec, plan.dx_h, plan.dx_w, grad_in, buffer, "grad_x_inv", workers)
 

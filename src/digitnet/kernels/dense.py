@@ -50,19 +50,26 @@ class FastDense(Buffered, Dense):
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         weights, x, grad_weights = self.params["weights"], self.x, self.grads["weights"]
-        features = self._parts(self.in_features, len(x))
-        if len(features) > 1:
-            self.workers.run(lambda rows: np.matmul(x[:, rows].T, grad_out, out=grad_weights[rows]), features)
-        else:
-            np.matmul(x.T, grad_out, out=grad_weights)
         np.matmul(self._ones(grad_out.shape[0], grad_out.dtype), grad_out, out=self.grads["bias"])
-        if not self.compute_input_grad:
-            return None
-        grad_in = self.work_buffer("grad_in", (grad_out.shape[0], self.in_features), grad_out.dtype)
-        images = self._parts(len(grad_out), len(grad_out))
-        if len(images) > 1:
-            self.workers.run(lambda rows: np.matmul(grad_out[rows], weights.T, out=grad_in[rows]), images)
-        else:
+        grad_in = None
+        if self.compute_input_grad:
+            grad_in = self.work_buffer("grad_in", (grad_out.shape[0], self.in_features), grad_out.dtype)
+        features = self._parts(self.in_features, len(x))
+        images = self._parts(len(grad_out), len(grad_out)) if grad_in is not None else []
+        if len(features) > 1 or len(images) > 1:
+            # both products in one hand-over: the weight gradient's parts, then the input gradient's
+            # (dealt round-robin, so each thread takes the same rows of dL/dW as the optimizer's blocks)
+            def part(job: tuple[str, slice]) -> None:
+                kind, rows = job
+                if kind == "weights":
+                    np.matmul(x[:, rows].T, grad_out, out=grad_weights[rows])
+                else:
+                    np.matmul(grad_out[rows], weights.T, out=grad_in[rows])
+
+            self.workers.run(part, [("weights", rows) for rows in features] + [("inputs", rows) for rows in images])
+            return grad_in
+        np.matmul(x.T, grad_out, out=grad_weights)
+        if grad_in is not None:
             np.matmul(grad_out, weights.T, out=grad_in)
         return grad_in
 

@@ -178,23 +178,34 @@ class FourierPlan:
                     workers.product_parts(len(flat), 2.0 * flat.size * along_w.shape[1], flat_out.nbytes))
         return out
 
-    def kernel_spectrum(self, weights: np.ndarray) -> np.ndarray:
+    def kernel_spectrum(self, weights: np.ndarray, buffer: Buffer | None = None, name: str = "kernel_spec",
+                        workers: Workers = SERIAL) -> np.ndarray:
         """``Wf [F, C_in, C_out]``: the DFT of each ``[kH, kW]`` kernel zero-padded to ``Lh x Lw``.
 
-        One product ``[F, kH*kW] @ [kH*kW, C_in*C_out]`` with the kernels' offsets as rows.
+        One product ``[F, kH*kW] @ [kH*kW, C_in*C_out]`` with the kernels' offsets as rows, by parts
+        of its columns (it is bound by writing the spectrum, a few MB: into ``buffer(name, ...)``
+        when given, a reused array whose pages are already mapped, else a new one).
         """
         channels_out, channels_in, kh, kw = weights.shape
         by_offset = weights.transpose(2, 3, 1, 0).reshape(kh * kw, -1).astype(self.complex)    # [kH*kW, C*O]
-        return np.matmul(self.kernel_forward, by_offset).reshape(-1, channels_in, channels_out)
+        shape = (len(self.kernel_forward), by_offset.shape[1])
+        spectrum = buffer(name, shape, self.complex) if buffer is not None else np.empty(shape, self.complex)
+        self._by_columns(self.kernel_forward, by_offset, spectrum, workers)
+        return spectrum.reshape(-1, channels_in, channels_out)
 
-    def kernel_from_spectrum(self, spectrum: np.ndarray, conjugated: bool = False) -> np.ndarray:
+    def kernel_from_spectrum(self, spectrum: np.ndarray, conjugated: bool = False,
+                             workers: Workers = SERIAL) -> np.ndarray:
         """Inverse of :meth:`kernel_spectrum` at the ``kH x kW`` offsets: real ``[C_out, C_in, kH, kW]``.
 
         ``conjugated``: ``spectrum`` holds ``conj(Wf)``. Since ``Re(A conj(z)) = Re(conj(A) z)``,
-        conjugating the small matrix instead saves a pass over the spectrum.
+        conjugating the small matrix instead saves a pass over the spectrum. By parts of the
+        columns, as it is bound by reading the spectrum.
         """
-        _, channels_in, channels_out = spectrum.shape
+        frequencies, channels_in, channels_out = spectrum.shape
         kh, kw = self.kernel
         inverse = self.kernel_inverse_conj if conjugated else self.kernel_inverse
-        kernel = np.matmul(inverse, spectrum.reshape(spectrum.shape[0], -1))                  # [kH*kW, C*O]
+        by_column = spectrum.reshape(frequencies, -1)
+        kernel = np.empty((kh * kw, by_column.shape[1]), self.complex)                          # [kH*kW, C*O]
+        parts = workers.product_parts(by_column.shape[1], 8.0 * kernel.size * frequencies, spectrum.nbytes)
+        workers.run(lambda c: np.matmul(inverse, by_column[:, c], out=kernel[:, c]), parts)
         return kernel.real.reshape(kh, kw, channels_in, channels_out).transpose(3, 2, 0, 1)
