@@ -1,4 +1,4 @@
-"""The Fourier plan's transforms against NumPy's FFT, and the tiled transpose they use."""
+"""The Fourier plan's transforms against NumPy's FFT, whole and in chunks of images."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import digitnet.kernels.fourier as fourier_module
-from digitnet.kernels.fourier import FourierPlan, complex_dtype, transpose_into
+from digitnet.kernels.fourier import FourierPlan, complex_dtype
+from digitnet.kernels.parallel import Workers
 
 
 def _buffer():
@@ -52,13 +53,40 @@ def test_inverse_undoes_the_forward_transform(rng):
     np.testing.assert_allclose(back, grads, atol=1e-9)
 
 
-@pytest.mark.parametrize("tile_bytes", [1, 3 * 16, 1 << 18])
-def test_transpose_into_equals_the_transpose_with_ragged_tiles(tile_bytes, rng, monkeypatch):
-    monkeypatch.setattr(fourier_module, "TRANSPOSE_TILE_BYTES", tile_bytes)
-    source = (rng.standard_normal((37, 5)) + 1j * rng.standard_normal((37, 5))).astype(np.complex64)
-    out = np.empty((5, 37), np.complex64)
-    transpose_into(out, source)
-    np.testing.assert_array_equal(out, source.T)
+def test_image_chunks_cover_the_batch_in_near_equal_parts_within_the_budget(monkeypatch):
+    plan = FourierPlan(14, 14, (3, 3), (1, 1), np.float32)
+    monkeypatch.setattr(fourier_module, "CHUNK_BYTES", 1000)
+    chunks = plan.image_chunks(10, 300)                        # 3 images per chunk at most -> 4 chunks
+    assert [(c.start, c.stop) for c in chunks] == [(0, 2), (2, 5), (5, 7), (7, 10)]
+    assert plan.image_chunks(5, 5000) == [slice(i, i + 1) for i in range(5)]    # an image over the budget
+    monkeypatch.setattr(fourier_module, "CHUNK_BYTES", 1 << 20)
+    assert plan.image_chunks(128, 14 * 9 * 64 * 8) == [slice(16 * i, 16 * (i + 1)) for i in range(8)]
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 7 * 9 * 5 * 16, 1 << 20])
+def test_transforms_in_ragged_chunks_equal_the_fft_and_give_the_same_bits_on_any_threads(chunk_bytes, rng,
+                                                                                          monkeypatch):
+    monkeypatch.setattr(fourier_module, "CHUNK_BYTES", chunk_bytes)   # 11 chunks of 1, 4 ragged ones, 1
+    plan = FourierPlan(7, 7, (3, 3), (1, 1), np.float32)
+    images = rng.standard_normal((11, 5, 7, 7)).astype(np.float32)
+    results = []
+    for threads in (1, 3):
+        workers = Workers(threads)
+        try:
+            spectrum = plan.spectrum(images, plan.x_w, plan.x_h, _buffer(), "x", workers).copy()
+            plain = plan.spectrum(images, plan.g_w, plan.g_h, _buffer(), "g", workers)   # as an output gradient
+            back = plan.inverse(np.conj(plain), plan.y_h, plan.y_w, np.empty_like(images), _buffer(), "inv",
+                                workers)
+        finally:
+            workers.close()
+        results.append((spectrum, back))
+    # the chunks depend on the shapes only, so the threads that run them change no bit
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    padded = np.pad(images.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    np.testing.assert_allclose(results[0][0], _frequency_major(np.conj(np.fft.rfft2(padded))), atol=2e-4)
+    # y_h/y_w invert the e^{-i theta} transform at the output positions (7x7 here, as the input)
+    np.testing.assert_allclose(results[0][1], images, atol=2e-5)
 
 
 @pytest.mark.parametrize(("size", "kernel", "padding"),

@@ -30,6 +30,7 @@ transform of ``Y*`` uses ``e^{-i theta}``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -53,21 +54,11 @@ def _half_weights(length: int) -> np.ndarray:
     return weights
 
 
-#: :func:`transpose_into` moves this many source rows at a time (about 256 KB of complex64 rows of
-#: 126 values, which stay in the L2 cache while they are read column by column)
-TRANSPOSE_TILE_BYTES = 1 << 18
-
-
-def transpose_into(out: np.ndarray, source: np.ndarray, workers: Workers = SERIAL) -> None:
-    """``out[:] = source.T`` for 2-D arrays, in tiles of source rows (spread over ``workers``).
-
-    One ``np.copyto(out, source.T)`` reads the source column by column through the whole array;
-    tiles of rows that fit the L2 cache are read from the cache instead (docs/SPEED.md).
-    """
-    rows = max(1, TRANSPOSE_TILE_BYTES // max(1, source.itemsize * source.shape[1]))
-    tiles = [slice(start, start + rows) for start in range(0, source.shape[0], rows)]
-    workers.run(lambda tile: np.copyto(out[:, tile], source[tile].T), tiles)
-
+#: the transforms run a chunk of images at a time, as many as keep a chunk's complex rows within this
+#: many bytes (``[n_h, Kw, b, Ch]``: 16 images of 64 channels of 14x14), so that its intermediate arrays
+#: stay in a core's L2 cache between the three steps; smaller chunks make too many small products
+#: (docs/SPEED.md)
+CHUNK_BYTES = 1 << 20
 
 class FourierPlan:
     """DFT matrices for one geometry: image ``H x W``, kernel ``kH x kW``, padding, stride 1.
@@ -136,47 +127,72 @@ class FourierPlan:
         return along_h.astype(self.complex), along_w.astype(self.real)
 
     # -- the three transforms -------------------------------------------------------------------------
+    def image_chunks(self, batch: int, per_image_bytes: int) -> list[slice]:
+        """Parts of the batch for the transforms: as few as keep each part's complex rows within
+        ``CHUNK_BYTES``, of near-equal sizes. Shapes only, so the parts do not depend on the threads."""
+        per_chunk = max(1, CHUNK_BYTES // max(1, per_image_bytes))
+        count = -(-batch // per_chunk)
+        return [slice(batch * index // count, batch * (index + 1) // count) for index in range(count)]
+
     def spectrum(self, images: np.ndarray, along_w: np.ndarray, along_h: np.ndarray, buffer: Buffer,
                  name: str, workers: Workers = SERIAL) -> np.ndarray:
         """``[B, Ch, n_h, n_w]`` real -> ``[F, B, Ch]`` complex, ``F = Lh * Kw`` frequencies (h-major).
 
-        ``A = images @ along_w`` over W straight from NCHW (one GEMM), one transpose of the half
-        spectrum to ``[n_h, Kw, B, Ch]``, then ``along_h @ A`` over H (one GEMM) writes the
-        frequency-major result. Transposing the images first instead (to put H in front) costs two
-        transposes, 30% slower for 32 or 64 channels of 14x14. The first product runs by parts of the
-        images' rows, the second by parts of its columns.
+        A chunk of images at a time (:meth:`image_chunks`, spread over ``workers``): ``A = images @
+        along_w`` over W straight from NCHW (one GEMM), one transpose of that half spectrum to
+        ``[n_h, Kw, b, Ch]``, then for each of the ``Kw`` frequencies along W, ``along_h @ A[:, kw]``
+        over H writes the chunk's columns of the frequency-major result. A chunk's intermediate
+        arrays stay in the L2 cache; transposing the whole batch's (4-9 MB) at once runs at the
+        speed of memory.
         """
         batch, channels, n_h, n_w = images.shape
-        half = buffer(name + "_half", (batch * channels * n_h, 2 * self.freq_w), self.real)
-        flat = images.reshape(-1, n_w)
-        workers.run(lambda r: np.matmul(flat[r], along_w, out=half[r]),
-                    workers.product_parts(len(flat), 2.0 * half.size * n_w, half.nbytes))
-        rows = buffer(name + "_rows", (n_h, self.freq_w, batch, channels), self.complex)
-        transpose_into(rows.reshape(n_h * self.freq_w, -1), half.view(self.complex).reshape(batch * channels, -1),
-                       workers)
         spectrum = buffer(name, (self.freq_h * self.freq_w, batch, channels), self.complex)
-        self._by_columns(along_h, rows.reshape(n_h, -1), spectrum.reshape(self.freq_h, -1), workers)
+        by_column = spectrum.reshape(self.freq_h, self.freq_w, batch * channels)
+
+        def chunk(part: slice) -> None:
+            count, columns = part.stop - part.start, slice(part.start * channels, part.stop * channels)
+            lane = f"{name}@{threading.get_ident()}"
+            half = buffer(lane + "_half", (count * channels * n_h, 2 * self.freq_w), self.real)
+            np.matmul(images[part].reshape(-1, n_w), along_w, out=half)
+            rows = buffer(lane + "_rows", (n_h, self.freq_w, count * channels), self.complex)
+            np.copyto(rows.reshape(n_h * self.freq_w, -1), half.view(self.complex).reshape(count * channels, -1).T)
+            for kw in range(self.freq_w):
+                np.matmul(along_h, rows[:, kw], out=by_column[:, kw, columns])
+
+        workers.run(chunk, self.image_chunks(batch, n_h * self.freq_w * channels * self.complex.itemsize))
         return spectrum
+
+    def inverse(self, spectrum: np.ndarray, along_h: np.ndarray, along_w: np.ndarray, out: np.ndarray,
+                buffer: Buffer, name: str, workers: Workers = SERIAL) -> np.ndarray:
+        """``[F, B, Ch]`` complex -> real ``out [B, Ch, n_h, n_w]`` (NCHW, written in place).
+
+        :meth:`spectrum` backwards, a chunk of images at a time: per frequency along W, ``along_h``
+        over H into ``[n_h, Kw, b, Ch]``; a transpose to ``[b, Ch, n_h, Kw]``; one real product with
+        ``along_w`` over the (re, im) pairs writes the chunk's images.
+        """
+        _, batch, channels = spectrum.shape
+        n_h = along_h.shape[0]
+        by_column = spectrum.reshape(self.freq_h, self.freq_w, batch * channels)
+
+        def chunk(part: slice) -> None:
+            count, columns = part.stop - part.start, slice(part.start * channels, part.stop * channels)
+            lane = f"{name}@{threading.get_ident()}"
+            rows = buffer(lane + "_rows", (n_h, self.freq_w, count * channels), self.complex)
+            for kw in range(self.freq_w):
+                np.matmul(along_h, by_column[:, kw, columns], out=rows[:, kw])
+            images = buffer(lane + "_images", (count, channels, n_h, self.freq_w), self.complex)
+            np.copyto(images, rows.reshape(n_h, self.freq_w, count, channels).transpose(2, 3, 0, 1))
+            np.matmul(images.view(self.real).reshape(-1, 2 * self.freq_w), along_w,
+                      out=out[part].reshape(-1, along_w.shape[1]))
+
+        workers.run(chunk, self.image_chunks(batch, n_h * self.freq_w * channels * self.complex.itemsize))
+        return out
 
     @staticmethod
     def _by_columns(left: np.ndarray, right: np.ndarray, out: np.ndarray, workers: Workers) -> None:
         """``out = left @ right`` by parts of the columns of ``right`` (shapes decide the parts)."""
         parts = workers.product_parts(right.shape[1], 8.0 * out.size * left.shape[1], out.nbytes)
         workers.run(lambda c: np.matmul(left, right[:, c], out=out[:, c]), parts)
-
-    def inverse(self, spectrum: np.ndarray, along_h: np.ndarray, along_w: np.ndarray, out: np.ndarray,
-                buffer: Buffer, name: str, workers: Workers = SERIAL) -> np.ndarray:
-        """``[F, B, Ch]`` complex -> real ``out [B, Ch, n_h, n_w]`` (NCHW, written in place)."""
-        _, batch, channels = spectrum.shape
-        n_h = along_h.shape[0]
-        rows = buffer(name + "_rows", (n_h, self.freq_w, batch, channels), self.complex)
-        self._by_columns(along_h, spectrum.reshape(self.freq_h, -1), rows.reshape(n_h, -1), workers)
-        images = buffer(name + "_images", (batch, channels, n_h, self.freq_w), self.complex)
-        workers.each(lambda b: np.copyto(images[b], rows[:, :, b].transpose(2, 3, 0, 1)), batch, images.nbytes)
-        flat, flat_out = images.view(self.real).reshape(-1, 2 * self.freq_w), out.reshape(-1, along_w.shape[1])
-        workers.run(lambda r: np.matmul(flat[r], along_w, out=flat_out[r]),
-                    workers.product_parts(len(flat), 2.0 * flat.size * along_w.shape[1], flat_out.nbytes))
-        return out
 
     def kernel_spectrum(self, weights: np.ndarray, buffer: Buffer | None = None, name: str = "kernel_spec",
                         workers: Workers = SERIAL) -> np.ndarray:
