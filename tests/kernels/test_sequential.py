@@ -1,13 +1,16 @@
-"""FastSequential: the skipped input gradient of the first layers, and a first convolution and its 2x2 max
-pooling trained together chunk by chunk (bit for bit the numbers of the layers run one by one)."""
+"""FastSequential: the skipped input gradient of the first layers, and a convolution (the first, or a
+Fourier one) and its 2x2 max pooling trained together chunk by chunk (bit for bit the numbers of the
+layers run one by one)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+import digitnet.kernels.fourier as fourier_module
 import digitnet.kernels.pooling as pooling_module
 from digitnet.kernels import FastSequential, speed_up
+from digitnet.kernels.parallel import Workers
 from digitnet.nn import SGD, Dense, Flatten, ReLU, Sequential, SoftmaxCrossEntropy
 from digitnet.nn.conv import Conv2D
 from digitnet.nn.pooling import AvgPool2D, MaxPool2D
@@ -120,7 +123,7 @@ def test_the_chunked_pair_keeps_only_chunk_sized_convolution_outputs(rng, monkey
 
 
 @pytest.mark.parametrize("case", ["two input channels", "odd size", "average pooling", "input gradient",
-                                  "inference", "fourier", "empty batch"])
+                                  "inference", "winograd", "empty batch"])
 def test_convolution_and_pooling_run_separately_where_chunks_do_not_apply(case, rng):
     model = {"two input channels": lambda: _pooling_cnn(3, in_channels=2),
              "odd size": lambda: speed_up(Sequential([Conv2D(1, 4, 3, rng=rng), MaxPool2D(2), Flatten(),
@@ -128,13 +131,55 @@ def test_convolution_and_pooling_run_separately_where_chunks_do_not_apply(case, 
              "average pooling": lambda: _pooling_cnn(3, pool=AvgPool2D(2))}.get(case, lambda: _pooling_cnn(3))()
     if case == "input gradient":
         model.layers[0].compute_input_grad = True
-    if case == "fourier":
-        model.layers[0].algorithm = "fourier"
+    if case == "winograd":
+        model.layers[0].algorithm = "winograd"
     batch = 0 if case == "empty batch" else 5
     x = rng.standard_normal((batch, *model.input_shape)).astype(np.float32)
     output = model.forward(x, training=case != "inference")
     assert model._pooled_in_chunks == set()
     assert output.shape == (batch, 3)
+
+
+def _two_pair_cnn() -> Sequential:
+    """conv 1->3 (im2col) - 2x2 max pool - ReLU - conv 3->4 by Fourier - 2x2 max pool - ReLU - Dense, with
+    integer weights so that both convolutions' outputs tie often."""
+    first = Conv2D(1, 3, 3, padding=1, rng=np.random.default_rng(3))
+    second = Conv2D(3, 4, 3, padding=1, rng=np.random.default_rng(6), algorithm="fourier")
+    for conv, seed in ((first, 5), (second, 7)):
+        conv.params["weights"][...] = np.random.default_rng(seed).integers(-1, 2, conv.params["weights"].shape)
+    layers = [first, MaxPool2D(2), ReLU(), second, MaxPool2D(2), ReLU(), Flatten(),
+              Dense(4 * 3 * 3, 3, rng=np.random.default_rng(4))]
+    return speed_up(Sequential(layers, input_shape=(1, 12, 12)))[0]
+
+
+@pytest.mark.parametrize("fourier_chunk_bytes", [1, 6 * 4 * 3 * 8 * 2, 1 << 30])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_a_fourier_convolution_and_its_max_pooling_train_in_chunks_with_the_same_numbers(fourier_chunk_bytes,
+                                                                                         threads, rng, monkeypatch):
+    """The pooling takes each chunk of the Fourier inverse transform, and backward transforms each chunk of
+    the gradient it routes: the output, dL/dx of the Fourier layer and every weight gradient equal those of
+    the layers run one by one, bit for bit, for one image per chunk, ragged chunks and a single chunk."""
+    monkeypatch.setattr(fourier_module, "CHUNK_BYTES", fourier_chunk_bytes)
+    x = rng.integers(0, 3, (7, 1, 12, 12)).astype(np.float32)
+    labels = rng.integers(0, 3, 7)
+    separate, together = _two_pair_cnn(), _two_pair_cnn()
+    expected_output, expected_grads = _layer_by_layer(separate, x, labels)
+    workers = Workers(threads)
+    together.use_workers(workers)
+    try:
+        output = together.forward(x, training=True)
+        assert together._pooled_in_chunks == {0, 3}
+        assert "y" not in together.layers[3]._work          # the batch-sized Fourier output never exists
+        np.testing.assert_array_equal(output, expected_output)
+        loss = SoftmaxCrossEntropy()
+        loss.forward(output, labels)
+        assert together.backward(loss.backward()) is None
+    finally:
+        workers.close()
+    for name, _, grad in together.named_parameters():
+        np.testing.assert_array_equal(grad, expected_grads[name], err_msg=name)
+    np.testing.assert_array_equal(together.layers[3].work_buffer("grad_in", (7, 3, 6, 6), np.float32),
+                                  separate.layers[3]._work["grad_in"])
 
 
 def test_a_fused_forward_is_forgotten_by_the_next_unfused_one(rng):

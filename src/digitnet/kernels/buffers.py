@@ -57,6 +57,19 @@ class Buffered:
         """:meth:`work_buffer` private to the calling thread: scratch space for one part of a parallel pass."""
         return self.work_buffer(f"{name}@{threading.get_ident()}", shape, dtype)
 
+    def lane_chunk(self, name: str, count: int, image_shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """The calling thread's scratch array for a chunk of ``count`` images of ``image_shape``.
+
+        The front of an array that only grows, so that chunks of near-equal sizes share one
+        allocation instead of trading it back and forth.
+        """
+        key = f"{name}@{threading.get_ident()}"
+        held = self._work.get(key)
+        if held is None or len(held) < count or held.shape[1:] != tuple(image_shape) or held.dtype != dtype:
+            held = np.empty((count, *image_shape), dtype=dtype)
+            self._work[key] = held
+        return held[:count]
+
     def output_buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype, training: bool) -> np.ndarray:
         """Reused buffer in training mode, fresh array in inference mode (see the module docstring)."""
         if training:

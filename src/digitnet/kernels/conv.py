@@ -28,8 +28,8 @@ docs/CNN.md and docs/SPEED.md give the measurements.
 All scratch arrays are work buffers reused across batches; ``dL/dx`` is skipped when
 ``compute_input_grad`` is False (the first layer of a model); in inference mode the batch is
 processed in chunks so the scratch arrays stay small (a 2,048-image prediction batch would otherwise
-need a 1.3 GB patch matrix). A first convolution and the 2x2 max pooling after it can also train
-together, chunk by chunk (:meth:`FastConv2D.forward_pooled`).
+need a 1.3 GB patch matrix). A first convolution (or a Fourier one) and the 2x2 max pooling after it
+can also train together, chunk by chunk (:meth:`FastConv2D.forward_pooled`).
 
 Every step runs on the model's workers (:mod:`digitnet.kernels.parallel`): copies, transforms and
 products by parts of the batch (or of the frequencies, or of the output channels of ``dL/dW``), each
@@ -225,20 +225,26 @@ class FastConv2D(Buffered, Conv2D):
 
     def _forward_fourier(self, x: np.ndarray, y: np.ndarray, prefix: str) -> dict[str, Any]:
         """Write the convolution of ``x`` into ``y`` through the convolution theorem (stride 1)."""
-        batch, out_channels = y.shape[:2]
-        plan = self._plan(x.shape[2], x.shape[3], y.dtype)
+        cache, y_spec = self._output_spectrum(x, y.dtype, prefix)
+        cache["plan"].inverse(y_spec, cache["plan"].y_h, cache["plan"].y_w, y, self.work_buffer, prefix + "y_inv",
+                              self.workers)
+        return cache
+
+    def _output_spectrum(self, x: np.ndarray, dtype: np.dtype, prefix: str) -> tuple[dict[str, Any], np.ndarray]:
+        """``Y* = X* Wf`` per frequency, the bias included; returns what backward needs, and ``Y*``."""
+        batch = len(x)
+        plan = self._plan(x.shape[2], x.shape[3], dtype)
         buffer, workers = self.work_buffer, self.workers
         x_spec = plan.spectrum(x, plan.x_w, plan.x_h, buffer, prefix + "x_spec", workers)  # X*  [F, B, C_in]
         kernel_spec = plan.kernel_spectrum(self.params["weights"], buffer, prefix + "kernel_spec",
                                            workers)                                       # Wf  [F, C_in, C_out]
-        y_spec = buffer(prefix + "y_spec", (len(kernel_spec), batch, out_channels), plan.complex)
+        y_spec = buffer(prefix + "y_spec", (len(kernel_spec), batch, self.out_channels), plan.complex)
         workers.run(lambda f: np.matmul(x_spec[f], kernel_spec[f], out=y_spec[f]),      # Y* = X* Wf
                     self._frequency_parts(y_spec, x_spec.shape[2]))
         # the bias is the zero-frequency term: (1 / (Lh Lw)) * bias * Lh * Lw at every position
         y_spec[0] += self.params["bias"] * (plan.len_h * plan.len_w)
-        plan.inverse(y_spec, plan.y_h, plan.y_w, y, buffer, prefix + "y_inv", workers)
         return {"algorithm": "fourier", "x_shape": x.shape, "plan": plan, "x_spec": x_spec,
-                "kernel_spec": kernel_spec}
+                "kernel_spec": kernel_spec}, y_spec
 
     # -- backward ---------------------------------------------------------------------------------
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
@@ -342,9 +348,14 @@ class FastConv2D(Buffered, Conv2D):
     def _backward_fourier(self, grad_out: np.ndarray) -> np.ndarray | None:
         """``G = DFT(g)``; ``DW* = X*^T G`` per frequency; ``DX = G Wf^T``; inverse transforms."""
         plan: FourierPlan = self._cache["plan"]
+        g_spec = plan.spectrum(grad_out, plan.g_w, plan.g_h, self.work_buffer, "g_spec", self.workers)
+        return self._backward_from_spectrum(g_spec, grad_out.dtype)
+
+    def _backward_from_spectrum(self, g_spec: np.ndarray, dtype: np.dtype) -> np.ndarray | None:
+        """:meth:`_backward_fourier` from ``G [F, B, C_out]``, the output gradient's spectrum."""
+        plan: FourierPlan = self._cache["plan"]
         x_spec, kernel_spec = self._cache["x_spec"], self._cache["kernel_spec"]
         buffer, workers = self.work_buffer, self.workers
-        g_spec = plan.spectrum(grad_out, plan.g_w, plan.g_h, buffer, "g_spec", workers)  # G [F, B, C_out]
         # frequency 0 of G is the sum of g over positions, so dL/dbias = sum_b G[0, b] (real)
         np.sum(g_spec[0].real, axis=0, out=self.grads["bias"])
         grad_w_spec = buffer("grad_w_spec", kernel_spec.shape, plan.complex)
@@ -365,7 +376,7 @@ class FastConv2D(Buffered, Conv2D):
         np.copyto(self.grads["weights"], plan.kernel_from_spectrum(grad_w_spec, conjugated=True, workers=workers))
         if grad_x_spec is None:
             return None
-        grad_in = self.work_buffer("grad_in", self._cache["x_shape"], grad_out.dtype)
+        grad_in = self.work_buffer("grad_in", self._cache["x_shape"], dtype)
         return plan.inverse(grad_x_spec, plan.dx_h, plan.dx_w, grad_in, buffer, "grad_x_inv", workers)
 
     def _frequency_parts(self, out: np.ndarray, inner: int) -> list[slice]:
@@ -377,27 +388,40 @@ class FastConv2D(Buffered, Conv2D):
     def pools_in_chunks(self, pool: Layer, x: np.ndarray) -> bool:
         """Whether :meth:`forward_pooled` can train this layer and ``pool``, the layer after it, on ``x``.
 
-        It can for the first layer of the usual MNIST network: one input channel, im2col, no
-        ``dL/dx``, followed by a MaxPool2D whose 2x2 fast path applies.
+        ``pool`` must be a MaxPool2D whose 2x2 fast path applies, and this layer either the first of
+        the usual MNIST network (one input channel, im2col, no ``dL/dx``) or a Fourier convolution.
         """
         takes_fast_path = getattr(pool, "takes_fast_path", None)
-        if takes_fast_path is None or self.in_channels != 1 or self.compute_input_grad:
+        if takes_fast_path is None or x.ndim != 4 or x.shape[1] != self.in_channels or len(x) == 0:
             return False
-        if x.ndim != 4 or x.shape[1] != 1 or len(x) == 0 or self.algorithm_for(len(x), *x.shape[2:]) != "im2col":
+        algorithm = self.algorithm_for(len(x), *x.shape[2:])
+        if algorithm == "im2col":
+            if self.in_channels != 1 or self.compute_input_grad:
+                return False
+        elif algorithm != "fourier":
             return False
         return takes_fast_path((len(x), self.out_channels, *self.output_hw(x.shape[2], x.shape[3])))
 
     def forward_pooled(self, x: np.ndarray, pool: Layer) -> np.ndarray:
         """``pool.forward(self.forward(x, True), True)``, the same numbers, a chunk of images at a time.
 
-        Each chunk's convolution output (about ``CHUNK_BYTES`` of the pooling kernel) is pooled
-        while it is still in the cache, so the batch-sized output of this layer (12.8 MB for 32
-        maps of 28x28 and 128 images) is never written to memory nor read back.
+        Each chunk's convolution output is pooled while it is still in the cache, so the batch-sized
+        output of this layer (12.8 MB for 32 maps of 28x28 and 128 images) is never written to memory
+        nor read back. im2col runs chunks of about the pooling's ``CHUNK_BYTES``; Fourier pools the
+        chunks of its inverse transform.
         """
         batch = len(x)
         out_h, out_w = self.output_hw(x.shape[2], x.shape[3])
         dtype = np.result_type(x, self.params["weights"])
         shape = (batch, self.out_channels, out_h, out_w)
+        if self.algorithm_for(batch, *x.shape[2:]) == "fourier":
+            self._cache, y_spec = self._output_spectrum(x, dtype, "")
+            self._cache["pooled_shape"] = shape
+            plan = self._cache["plan"]
+            pooled = pool.start_fast_forward(shape, dtype)
+            plan.inverse(y_spec, plan.y_h, plan.y_w, None, self.work_buffer, "y_inv", self.workers,
+                         then=lambda part, y: pool.fast_forward_chunk(y, part, pooled))
+            return pooled
         cols = self._im2col(self._padded_input(x, dtype, ""), out_h, out_w, "")         # [K + 1, B, P]
         w_bias = self._weights_with_bias(dtype)
         pooled = pool.start_fast_forward(shape, dtype)
@@ -414,14 +438,27 @@ class FastConv2D(Buffered, Conv2D):
                        "chunk_shape": chunk_shape}
         return pooled
 
-    def backward_pooled(self, grad_pooled: np.ndarray, pool: Layer) -> None:
-        """Backward of :meth:`forward_pooled`: fills the gradients of this layer (it has no ``dL/dx``).
+    def backward_pooled(self, grad_pooled: np.ndarray, pool: Layer) -> np.ndarray | None:
+        """Backward of :meth:`forward_pooled`: fills the gradients of this layer, returns ``dL/dx`` (or None).
 
-        Chunk by chunk, the pooling routes ``grad_pooled`` to its inputs (this layer's outputs) and
-        one product per image turns that into ``[dL/dW_mat, dL/dbias]``, as :meth:`backward` does.
+        Chunk by chunk, the pooling routes ``grad_pooled`` to its inputs (this layer's outputs), and
+        the chunk goes on while it is in the cache: im2col's product per image gives
+        ``[dL/dW_mat, dL/dbias]`` (this layer is then the first: no ``dL/dx``); Fourier transforms the
+        chunk into its columns of the spectrum ``G`` and continues as :meth:`backward` does.
         """
-        cols, shape = self._cache["cols"], self._cache["pooled_shape"]
-        dtype = grad_pooled.dtype
+        shape, dtype = self._cache["pooled_shape"], grad_pooled.dtype
+        if self._cache["algorithm"] == "fourier":
+            plan: FourierPlan = self._cache["plan"]
+
+            def grad_chunk(part: slice) -> np.ndarray:
+                grad_y = self.lane_chunk("grad_y_chunk", part.stop - part.start, shape[1:], dtype)
+                pool.fast_backward_chunk(grad_pooled, part, grad_y)
+                return grad_y
+
+            g_spec = plan.spectrum_of_chunks(shape, grad_chunk, plan.g_w, plan.g_h, self.work_buffer, "g_spec",
+                                             self.workers)
+            return self._backward_from_spectrum(g_spec, dtype)
+        cols = self._cache["cols"]
         per_image = self.work_buffer("grad_w_per_image", (shape[0], self.out_channels, cols.shape[0]), dtype)
 
         def chunk(part: slice) -> None:                   # per image: no sum across chunks until the end
@@ -433,6 +470,7 @@ class FastConv2D(Buffered, Conv2D):
 
         self.workers.run(chunk, pool.fast_path_chunks(shape, dtype))
         self._set_weight_grads(self._bias_grad_from_total(per_image.sum(axis=0)))
+        return None
 
     def release_buffers(self) -> None:
         super().release_buffers()

@@ -60,6 +60,20 @@ def _half_weights(length: int) -> np.ndarray:
 #: (docs/SPEED.md)
 CHUNK_BYTES = 1 << 20
 
+def _chunk_scratch(buffer: Buffer, name: str, largest: int) -> Callable[..., np.ndarray]:
+    """``scratch(suffix, shape, dtype, count)``: the calling thread's scratch array of ``shape`` for a
+    chunk of ``count`` images.
+
+    The array is the front of a flat buffer sized for the ``largest`` chunk, so chunks of near-equal
+    sizes share one allocation instead of trading it back and forth.
+    """
+    def scratch(suffix: str, shape: tuple[int, ...], dtype: np.dtype, count: int) -> np.ndarray:
+        size = int(np.prod(shape))
+        flat = buffer(f"{name}@{threading.get_ident()}{suffix}", (size // count * largest,), dtype)
+        return flat[:size].reshape(shape)
+    return scratch
+
+
 class FourierPlan:
     """DFT matrices for one geometry: image ``H x W``, kernel ``kH x kW``, padding, stride 1.
 
@@ -145,47 +159,65 @@ class FourierPlan:
         arrays stay in the L2 cache; transposing the whole batch's (4-9 MB) at once runs at the
         speed of memory.
         """
-        batch, channels, n_h, n_w = images.shape
+        return self.spectrum_of_chunks(images.shape, lambda part: images[part], along_w, along_h, buffer, name,
+                                       workers)
+
+    def spectrum_of_chunks(self, shape: tuple[int, ...], images: Callable[[slice], np.ndarray],
+                           along_w: np.ndarray, along_h: np.ndarray, buffer: Buffer, name: str,
+                           workers: Workers = SERIAL) -> np.ndarray:
+        """:meth:`spectrum` of a batch of ``shape`` whose chunks come from ``images(part)``, called once
+        per chunk in the thread that transforms it: a view of an array, or a chunk computed just then
+        (the gradient a pooling routes back), which the transform reads while it is in the cache."""
+        batch, channels, n_h, n_w = shape
         spectrum = buffer(name, (self.freq_h * self.freq_w, batch, channels), self.complex)
         by_column = spectrum.reshape(self.freq_h, self.freq_w, batch * channels)
 
+        parts = self.image_chunks(batch, n_h * self.freq_w * channels * self.complex.itemsize)
+        scratch = _chunk_scratch(buffer, name, max((part.stop - part.start for part in parts), default=1))
+
         def chunk(part: slice) -> None:
             count, columns = part.stop - part.start, slice(part.start * channels, part.stop * channels)
-            lane = f"{name}@{threading.get_ident()}"
-            half = buffer(lane + "_half", (count * channels * n_h, 2 * self.freq_w), self.real)
-            np.matmul(images[part].reshape(-1, n_w), along_w, out=half)
-            rows = buffer(lane + "_rows", (n_h, self.freq_w, count * channels), self.complex)
+            half = scratch("_half", (count * channels * n_h, 2 * self.freq_w), self.real, count)
+            np.matmul(images(part).reshape(-1, n_w), along_w, out=half)
+            rows = scratch("_rows", (n_h, self.freq_w, count * channels), self.complex, count)
             np.copyto(rows.reshape(n_h * self.freq_w, -1), half.view(self.complex).reshape(count * channels, -1).T)
             for kw in range(self.freq_w):
                 np.matmul(along_h, rows[:, kw], out=by_column[:, kw, columns])
 
-        workers.run(chunk, self.image_chunks(batch, n_h * self.freq_w * channels * self.complex.itemsize))
+        workers.run(chunk, parts)
         return spectrum
 
-    def inverse(self, spectrum: np.ndarray, along_h: np.ndarray, along_w: np.ndarray, out: np.ndarray,
-                buffer: Buffer, name: str, workers: Workers = SERIAL) -> np.ndarray:
+    def inverse(self, spectrum: np.ndarray, along_h: np.ndarray, along_w: np.ndarray, out: np.ndarray | None,
+                buffer: Buffer, name: str, workers: Workers = SERIAL,
+                then: Callable[[slice, np.ndarray], None] | None = None) -> np.ndarray | None:
         """``[F, B, Ch]`` complex -> real ``out [B, Ch, n_h, n_w]`` (NCHW, written in place).
 
         :meth:`spectrum` backwards, a chunk of images at a time: per frequency along W, ``along_h``
         over H into ``[n_h, Kw, b, Ch]``; a transpose to ``[b, Ch, n_h, Kw]``; one real product with
-        ``along_w`` over the (re, im) pairs writes the chunk's images.
+        ``along_w`` over the (re, im) pairs writes the chunk's images. ``then(part, images)``, if
+        given, is called with each chunk's images while they are in the cache (a pooling that takes
+        them at once); ``out`` None then keeps them in a chunk-sized buffer and never writes the batch.
         """
         _, batch, channels = spectrum.shape
-        n_h = along_h.shape[0]
+        n_h, n_w = along_h.shape[0], along_w.shape[1]
         by_column = spectrum.reshape(self.freq_h, self.freq_w, batch * channels)
+
+        parts = self.image_chunks(batch, n_h * self.freq_w * channels * self.complex.itemsize)
+        scratch = _chunk_scratch(buffer, name, max((part.stop - part.start for part in parts), default=1))
 
         def chunk(part: slice) -> None:
             count, columns = part.stop - part.start, slice(part.start * channels, part.stop * channels)
-            lane = f"{name}@{threading.get_ident()}"
-            rows = buffer(lane + "_rows", (n_h, self.freq_w, count * channels), self.complex)
+            rows = scratch("_rows", (n_h, self.freq_w, count * channels), self.complex, count)
             for kw in range(self.freq_w):
                 np.matmul(along_h, by_column[:, kw, columns], out=rows[:, kw])
-            images = buffer(lane + "_images", (count, channels, n_h, self.freq_w), self.complex)
+            images = scratch("_images", (count, channels, n_h, self.freq_w), self.complex, count)
             np.copyto(images, rows.reshape(n_h, self.freq_w, count, channels).transpose(2, 3, 0, 1))
-            np.matmul(images.view(self.real).reshape(-1, 2 * self.freq_w), along_w,
-                      out=out[part].reshape(-1, along_w.shape[1]))
+            result = out[part] if out is not None else scratch("_out", (count, channels, n_h, n_w), self.real, count)
+            np.matmul(images.view(self.real).reshape(-1, 2 * self.freq_w), along_w, out=result.reshape(-1, n_w))
+            if then is not None:
+                then(part, result)
 
-        workers.run(chunk, self.image_chunks(batch, n_h * self.freq_w * channels * self.complex.itemsize))
+        workers.run(chunk, parts)
         return out
 
     @staticmethod

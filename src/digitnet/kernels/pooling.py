@@ -152,7 +152,7 @@ class FastMaxPool2D(FastPool, MaxPool2D):
         window, then ``lower_won = rows[:, :, 1::2] > rows[:, :, 0::2]`` and ``y = max`` of the rows.
         """
         right_won, lower_won = self._work["right_won"], self._work["lower_won"]
-        rows = self.rows_buffer("rows_max")[:len(x_part)]
+        rows = self.rows_buffer("rows_max", len(x_part))
         np.greater(x_part[..., 1::2], x_part[..., 0::2], out=right_won[part])        # ties: the left
         np.maximum(x_part[..., 0::2], x_part[..., 1::2], out=rows)
         np.greater(rows[:, :, 1::2], rows[:, :, 0::2], out=lower_won[part])          # ties: the upper
@@ -166,17 +166,19 @@ class FastMaxPool2D(FastPool, MaxPool2D):
         """
         right_won, lower_won = self._work["right_won"], self._work["lower_won"]
         g = grad_out[part]
-        rows = self.rows_buffer("grad_rows")[:len(g)]
+        rows = self.rows_buffer("grad_rows", len(g))
         np.multiply(g, lower_won[part], out=rows[:, :, 1::2])
         np.subtract(g, rows[:, :, 1::2], out=rows[:, :, 0::2])
         np.multiply(rows, right_won[part], out=into[..., 1::2])
         np.subtract(rows, into[..., 1::2], out=into[..., 0::2])
 
-    def rows_buffer(self, name: str) -> np.ndarray:
-        """The calling thread's chunk-sized buffer of row maxima (or their gradient), ``[n, C, H, W/2]``."""
+    def rows_buffer(self, name: str, count: int) -> np.ndarray:
+        """The calling thread's chunk-sized buffer of row maxima (or their gradient), ``[count, C, H, W/2]``
+        (a view of one of at least :meth:`images_per_chunk` images: chunks cut by the layer before
+        may be larger)."""
         batch, channels, height, width = self._input_shape
-        n = self.images_per_chunk(self._input_shape, self._dtype)
-        return self.lane_buffer(name, (n, channels, height, width // 2), self._dtype)
+        n = max(count, self.images_per_chunk(self._input_shape, self._dtype))
+        return self.lane_chunk(name, n, (channels, height, width // 2), self._dtype)[:count]
 
     def _forward_halves(self, x: np.ndarray) -> np.ndarray:
         y = self.start_fast_forward(x.shape, x.dtype)

@@ -2,7 +2,8 @@
 
 - Nobody needs ``dL/dx`` of the input images: every layer up to and including the first one with
   parameters skips it (``compute_input_grad = False``), and backward stops there.
-- A first convolution and the 2x2 max pooling after it train together, chunk by chunk
+- A convolution and the 2x2 max pooling after it train together, chunk by chunk, when the
+  convolution is the first layer (one input channel, im2col) or runs by Fourier
   (:meth:`FastConv2D.forward_pooled <digitnet.kernels.conv.FastConv2D.forward_pooled>`): the same
   numbers without a round trip of the convolution's output through memory. Backward then takes the
   same route. The convolution's own output is not stored whole, so read activations from an
@@ -58,9 +59,12 @@ class FastSequential(Sequential):
     def backward(self, grad_out: np.ndarray) -> None:
         """Fills every layer's ``grads``; returns None (no gradient for the input images)."""
         grad = grad_out
-        for index in range(len(self.layers) - 1, self.first_trained - 1, -1):
-            if index - 1 in self._pooled_in_chunks:          # see forward: no dL/dx below this pair
-                self.layers[index - 1].backward_pooled(grad, self.layers[index])
-                return None
-            grad = self.layers[index].backward(grad)
+        index = len(self.layers) - 1
+        while index >= self.first_trained:
+            if index - 1 in self._pooled_in_chunks:          # a convolution and its pooling, as in forward
+                grad = self.layers[index - 1].backward_pooled(grad, self.layers[index])
+                index -= 2
+            else:
+                grad = self.layers[index].backward(grad)
+                index -= 1
         return None
