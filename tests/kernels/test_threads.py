@@ -4,7 +4,14 @@ import os
 
 import pytest
 
-from digitnet.kernels.threads import SMALL_MATMUL_FLOPS, blas_threads_for, largest_matmul_flops
+from digitnet.kernels import speed_up
+from digitnet.kernels.threads import (
+    DENSE_BLAS_FLOPS,
+    SMALL_MATMUL_FLOPS,
+    blas_runs_products,
+    blas_threads_for,
+    largest_matmul_flops,
+)
 from digitnet.nn import Dense, Flatten
 from digitnet.nn.conv import Conv2D
 from digitnet.nn.pooling import MaxPool2D
@@ -30,3 +37,15 @@ def test_small_networks_train_with_one_blas_thread_large_ones_with_the_default()
     before = [info["num_threads"] for info in threadpoolctl.threadpool_info()]
     with blas_threads_for(Sequential.from_spec("784-800-10"), 128):
         assert [info["num_threads"] for info in threadpoolctl.threadpool_info()] == before
+
+
+def test_with_the_kernels_blas_runs_the_products_of_dense_networks_from_seed_002_up():
+    # seed-002's first layer, 2 * 128 * 784 * 128 = 25.7 MFLOP, is just above the line; 784-32-10 is below
+    assert 2 * 128 * 784 * 128 >= DENSE_BLAS_FLOPS > 2 * 128 * 784 * 32
+    for spec, batch, expected in [("784-128-64-10", 128, True), ("784-800-10", 128, True), ("784-32-10", 128, False),
+                                  ("784-128-64-10", 32, False)]:
+        model = speed_up(Sequential.from_spec(spec))[0]
+        assert blas_runs_products(model, batch) is expected, (spec, batch)
+    cnn = speed_up(Sequential([Conv2D(1, 8, 3, padding=1), MaxPool2D(2), Flatten(), Dense(8 * 14 * 14, 800)],
+                              input_shape=(1, 28, 28)))[0]
+    assert not blas_runs_products(cnn, 128)          # convolutions: the workers run everything

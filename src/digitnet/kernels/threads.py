@@ -7,13 +7,13 @@ kernels:
 - **Networks with convolutions, pooling or normalisation** (memory-bound between the products):
   BLAS runs on **one** thread and the kernels' workers (:mod:`digitnet.kernels.parallel`) cut the
   large products in parts and run them, like everything else, on every core.
-- **Networks of Dense layers** with a large product (at least ``SMALL_MATMUL_FLOPS``): BLAS's own
-  threads run the products (on this kind of machine a BLAS thread pool wakes faster than Python
-  threads for a handful of products per step), and the workers stay off: BLAS's threads busy-wait
-  on the other cores between calls, and the few large passes of an MLP (its optimizer update) ran
-  no faster on the workers beside them.
-- **Small networks**: one BLAS thread, nothing split; a second thread busy-waiting between calls
-  slows the element-wise work more than it helps the products.
+- **Networks of Dense layers** with a product of at least ``DENSE_BLAS_FLOPS`` (the seed-002
+  network's first layer at batch 128, 26 MFLOP, and larger): BLAS's own threads run the products (a
+  BLAS thread pool wakes faster than Python threads for a handful of products per step), and the
+  workers stay off: BLAS's threads busy-wait on the other cores between calls, and the few large
+  passes of an MLP (its optimizer update) ran no faster on the workers beside them.
+- **Smaller networks of Dense layers**: one BLAS thread, nothing split; a second thread busy-waiting
+  between calls would slow the element-wise work more than it helps such small products.
 
 The choice depends on the network and the batch size only, never on the ``threads`` setting, so a
 run gives the same weights on any number of worker threads (BLAS's thread count can change the last
@@ -34,6 +34,10 @@ from digitnet.kernels.parallel import resolve_threads
 
 #: with the reference layers, a step whose largest matrix product is below this many FLOPs runs BLAS on one thread
 SMALL_MATMUL_FLOPS = 50e6
+#: with the kernels, a network of Dense layers whose largest product has at least this many FLOPs runs
+#: its products on BLAS's threads (seed-002 on two cores of an AMD EPYC: 0.77x the epoch of one BLAS
+#: thread; on an Intel Xeon no faster and no slower; docs/SPEED.md)
+DENSE_BLAS_FLOPS = 20e6
 
 
 def largest_matmul_flops(model, batch_size: int) -> float:
@@ -50,11 +54,11 @@ def largest_matmul_flops(model, batch_size: int) -> float:
 
 def blas_runs_products(model, batch_size: int) -> bool:
     """Whether BLAS's own threads run the products of a step with the kernels: a network of Dense
-    layers (and layers without parameters) whose largest product has at least SMALL_MATMUL_FLOPS."""
+    layers (and layers without parameters) whose largest product has at least DENSE_BLAS_FLOPS."""
     from digitnet.nn.dense import Dense
 
     dense_only = all(isinstance(layer, Dense) or not layer.params for layer in model.layers)
-    return dense_only and largest_matmul_flops(model, batch_size) >= SMALL_MATMUL_FLOPS
+    return dense_only and largest_matmul_flops(model, batch_size) >= DENSE_BLAS_FLOPS
 
 
 def blas_thread_count(model, batch_size: int, threads: int, kernels: bool = True) -> int | None:
@@ -133,5 +137,5 @@ def _workers_on(workers, enabled: bool, limits: contextlib.AbstractContextManage
         workers.enabled = before
 
 
-__all__ = ["SMALL_MATMUL_FLOPS", "blas_runs_products", "blas_thread_count", "blas_threads_for", "largest_matmul_flops",
+__all__ = ["DENSE_BLAS_FLOPS", "SMALL_MATMUL_FLOPS", "blas_runs_products", "blas_thread_count", "blas_threads_for", "largest_matmul_flops",
            "training_context"]
