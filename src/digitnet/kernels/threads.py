@@ -137,5 +137,5 @@ def _workers_on(workers, enabled: bool, limits: contextlib.AbstractContextManage
         workers.enabled = before
 
 
-__all__ = ["DENSE_BLAS_FLOPS", "SMALL_MATMUL_FLOPS", "blas_runs_products", "blas_thread_count", "blas_threads_for", "largest_matmul_flops",
-           "training_context"]
+__all__ = ["DENSE_BLAS_FLOPS", "SMALL_MATMUL_FLOPS", "blas_runs_products", "blas_thread_count", "blas_threads_for",
+           "largest_matmul_flops", "training_context"]
