@@ -226,8 +226,8 @@ class FastConv2D(Buffered, Conv2D):
     def _forward_fourier(self, x: np.ndarray, y: np.ndarray, prefix: str) -> dict[str, Any]:
         """Write the convolution of ``x`` into ``y`` through the convolution theorem (stride 1)."""
         cache, y_spec = self._output_spectrum(x, y.dtype, prefix)
-        cache["plan"].inverse(y_spec, cache["plan"].y_h, cache["plan"].y_w, y, self.work_buffer, prefix + "y_inv",
-                              self.workers)
+        plan = cache["plan"]
+        plan.inverse(y_spec, plan.y_h, plan.y_w, y, self.work_buffer, prefix + "y_inv", self.workers)
         return cache
 
     def _output_spectrum(self, x: np.ndarray, dtype: np.dtype, prefix: str) -> tuple[dict[str, Any], np.ndarray]:

@@ -148,6 +148,12 @@ class FourierPlan:
         count = -(-batch // per_chunk)
         return [slice(batch * index // count, batch * (index + 1) // count) for index in range(count)]
 
+    def _chunks(self, batch: int, n_h: int, channels: int, buffer: Buffer,
+                name: str) -> tuple[list[slice], Callable[..., np.ndarray]]:
+        """The chunks of a transform whose complex rows are ``[n_h, Kw, b, channels]``, and their scratch."""
+        parts = self.image_chunks(batch, n_h * self.freq_w * channels * self.complex.itemsize)
+        return parts, _chunk_scratch(buffer, name, max((part.stop - part.start for part in parts), default=1))
+
     def spectrum(self, images: np.ndarray, along_w: np.ndarray, along_h: np.ndarray, buffer: Buffer,
                  name: str, workers: Workers = SERIAL) -> np.ndarray:
         """``[B, Ch, n_h, n_w]`` real -> ``[F, B, Ch]`` complex, ``F = Lh * Kw`` frequencies (h-major).
@@ -172,8 +178,7 @@ class FourierPlan:
         spectrum = buffer(name, (self.freq_h * self.freq_w, batch, channels), self.complex)
         by_column = spectrum.reshape(self.freq_h, self.freq_w, batch * channels)
 
-        parts = self.image_chunks(batch, n_h * self.freq_w * channels * self.complex.itemsize)
-        scratch = _chunk_scratch(buffer, name, max((part.stop - part.start for part in parts), default=1))
+        parts, scratch = self._chunks(batch, n_h, channels, buffer, name)
 
         def chunk(part: slice) -> None:
             count, columns = part.stop - part.start, slice(part.start * channels, part.stop * channels)
@@ -202,8 +207,7 @@ class FourierPlan:
         n_h, n_w = along_h.shape[0], along_w.shape[1]
         by_column = spectrum.reshape(self.freq_h, self.freq_w, batch * channels)
 
-        parts = self.image_chunks(batch, n_h * self.freq_w * channels * self.complex.itemsize)
-        scratch = _chunk_scratch(buffer, name, max((part.stop - part.start for part in parts), default=1))
+        parts, scratch = self._chunks(batch, n_h, channels, buffer, name)
 
         def chunk(part: slice) -> None:
             count, columns = part.stop - part.start, slice(part.start * channels, part.stop * channels)
