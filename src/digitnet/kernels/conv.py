@@ -238,7 +238,7 @@ class FastConv2D(Buffered, Conv2D):
         x_spec = plan.spectrum(x, plan.x_w, plan.x_h, buffer, prefix + "x_spec", workers)  # X*  [F, B, C_in]
         kernel_spec = plan.kernel_spectrum(self.params["weights"], buffer, prefix + "kernel_spec",
                                            workers)                                       # Wf  [F, C_in, C_out]
-        y_spec = buffer(prefix + "y_spec", (len(kernel_spec), batch, self.out_channels), plan.complex)
+        y_spec = plan.spectrum_buffer(buffer, prefix + "y_spec", batch, self.out_channels)
         workers.run(lambda f: np.matmul(x_spec[f], kernel_spec[f], out=y_spec[f]),      # Y* = X* Wf
                     self._frequency_parts(y_spec, x_spec.shape[2]))
         # the bias is the zero-frequency term: (1 / (Lh Lw)) * bias * Lh * Lw at every position
@@ -359,7 +359,8 @@ class FastConv2D(Buffered, Conv2D):
         # frequency 0 of G is the sum of g over positions, so dL/dbias = sum_b G[0, b] (real)
         np.sum(g_spec[0].real, axis=0, out=self.grads["bias"])
         grad_w_spec = buffer("grad_w_spec", kernel_spec.shape, plan.complex)
-        grad_x_spec = buffer("grad_x_spec", x_spec.shape, plan.complex) if self.compute_input_grad else None
+        grad_x_spec = (plan.spectrum_buffer(buffer, "grad_x_spec", *x_spec.shape[1:]) if self.compute_input_grad
+                       else None)
 
         def products(job: tuple[str, slice]) -> None:
             kind, f = job

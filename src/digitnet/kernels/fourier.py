@@ -60,16 +60,39 @@ def _half_weights(length: int) -> np.ndarray:
 #: (docs/SPEED.md)
 CHUNK_BYTES = 1 << 20
 
+#: bytes per cache line: a row stride of an odd number of lines spreads the rows over all of a cache's sets
+CACHE_LINE = 64
+
+
+def unaliased_length(length: int, itemsize: int) -> int:
+    """The smallest row length from ``length`` elements whose size is an odd number of cache lines.
+
+    Reading one element from each of many rows 4 KB (or any power of two) apart maps every read to
+    the same set of the L1 cache, which holds only a few lines per set: the transpose in
+    :meth:`FourierPlan.inverse` took 4-6x as long with 1024-element rows as with 1032 (docs/SPEED.md).
+    """
+    lines = -(-length * itemsize // CACHE_LINE)
+    lines += 1 - lines % 2
+    return max(length, lines * CACHE_LINE // itemsize)
+
+
 def _chunk_scratch(buffer: Buffer, name: str, largest: int) -> Callable[..., np.ndarray]:
-    """``scratch(suffix, shape, dtype, count)``: the calling thread's scratch array of ``shape`` for a
-    chunk of ``count`` images.
+    """``scratch(suffix, shape, dtype, count, padded=False)``: the calling thread's scratch array of
+    ``shape`` for a chunk of ``count`` images.
 
     The array is the front of a flat buffer sized for the ``largest`` chunk, so chunks of near-equal
-    sizes share one allocation instead of trading it back and forth.
+    sizes share one allocation instead of trading it back and forth. ``padded``: the last axis (which
+    grows with ``count``) is a view of rows of :func:`unaliased_length` for the largest chunk.
     """
-    def scratch(suffix: str, shape: tuple[int, ...], dtype: np.dtype, count: int) -> np.ndarray:
+    def scratch(suffix: str, shape: tuple[int, ...], dtype: np.dtype, count: int, padded: bool = False) -> np.ndarray:
+        key = f"{name}@{threading.get_ident()}{suffix}"
+        if padded:
+            *leading, last = shape
+            stride = unaliased_length(last // count * largest, np.dtype(dtype).itemsize)
+            flat = buffer(key, (int(np.prod(leading)) * stride,), dtype)
+            return flat.reshape(*leading, stride)[..., :last]
         size = int(np.prod(shape))
-        flat = buffer(f"{name}@{threading.get_ident()}{suffix}", (size // count * largest,), dtype)
+        flat = buffer(key, (size // count * largest,), dtype)
         return flat[:size].reshape(shape)
     return scratch
 
@@ -154,6 +177,21 @@ class FourierPlan:
         parts = self.image_chunks(batch, n_h * self.freq_w * channels * self.complex.itemsize)
         return parts, _chunk_scratch(buffer, name, max((part.stop - part.start for part in parts), default=1))
 
+    def spectrum_buffer(self, buffer: Buffer, name: str, batch: int, channels: int) -> np.ndarray:
+        """``buffer(name)`` as a spectrum ``[F, B, Ch]`` whose frequencies lie :func:`unaliased_length`
+        apart: the transforms along H read and write one row of ``B * Ch`` values per frequency, and
+        rows a power of two apart (128 images of 64 channels: 64 KB) crowd one set of the L1 cache."""
+        stride = unaliased_length(batch * channels, self.complex.itemsize)
+        rows = buffer(name, (self.freq_h * self.freq_w, stride), self.complex)
+        return rows[:, :batch * channels].reshape(-1, batch, channels)
+
+    def _by_column(self, spectrum: np.ndarray) -> np.ndarray:
+        """A spectrum ``[F, B, Ch]`` seen as ``[Lh, Kw, B * Ch]``: a view, never a copy (written through)."""
+        by_column = spectrum.reshape(self.freq_h, self.freq_w, -1)
+        if not np.may_share_memory(by_column, spectrum):
+            raise ValueError("the spectrum's frequencies must be rows of B * Ch values")
+        return by_column
+
     def spectrum(self, images: np.ndarray, along_w: np.ndarray, along_h: np.ndarray, buffer: Buffer,
                  name: str, workers: Workers = SERIAL) -> np.ndarray:
         """``[B, Ch, n_h, n_w]`` real -> ``[F, B, Ch]`` complex, ``F = Lh * Kw`` frequencies (h-major).
@@ -175,8 +213,8 @@ class FourierPlan:
         per chunk in the thread that transforms it: a view of an array, or a chunk computed just then
         (the gradient a pooling routes back), which the transform reads while it is in the cache."""
         batch, channels, n_h, n_w = shape
-        spectrum = buffer(name, (self.freq_h * self.freq_w, batch, channels), self.complex)
-        by_column = spectrum.reshape(self.freq_h, self.freq_w, batch * channels)
+        spectrum = self.spectrum_buffer(buffer, name, batch, channels)
+        by_column = self._by_column(spectrum)
 
         parts, scratch = self._chunks(batch, n_h, channels, buffer, name)
 
@@ -205,13 +243,14 @@ class FourierPlan:
         """
         _, batch, channels = spectrum.shape
         n_h, n_w = along_h.shape[0], along_w.shape[1]
-        by_column = spectrum.reshape(self.freq_h, self.freq_w, batch * channels)
+        by_column = self._by_column(spectrum)
 
         parts, scratch = self._chunks(batch, n_h, channels, buffer, name)
 
         def chunk(part: slice) -> None:
             count, columns = part.stop - part.start, slice(part.start * channels, part.stop * channels)
-            rows = scratch("_rows", (n_h, self.freq_w, count * channels), self.complex, count)
+            # rows of an odd number of cache lines: the transpose below reads one value from each
+            rows = scratch("_rows", (n_h, self.freq_w, count * channels), self.complex, count, padded=True)
             for kw in range(self.freq_w):
                 np.matmul(along_h, by_column[:, kw, columns], out=rows[:, kw])
             images = scratch("_images", (count, channels, n_h, self.freq_w), self.complex, count)
