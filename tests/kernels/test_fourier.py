@@ -110,3 +110,30 @@ def test_plan_geometry_and_dtypes():
     assert (plan.freq_h, plan.freq_w) == (18, 8)                     # Lh and Lw // 2 + 1
     assert plan.real == np.float32 and plan.complex == np.complex64
     assert complex_dtype(np.float64) == np.complex128 and complex_dtype(np.float32) == np.complex64
+
+
+@pytest.mark.parametrize(("length", "itemsize", "expected"),
+                         [(1024, 8, 1032), (512, 8, 520), (960, 8, 968), (1032, 8, 1032), (3, 8, 8), (4096, 16, 4100),
+                          (100, 4, 112)])
+def test_unaliased_length_is_the_next_odd_number_of_cache_lines(length, itemsize, expected):
+    padded = fourier_module.unaliased_length(length, itemsize)
+    assert padded == expected
+    assert padded >= length and (padded * itemsize) % 64 == 0 and (padded * itemsize // 64) % 2 == 1
+
+
+def test_spectra_are_views_whose_frequencies_lie_an_odd_number_of_cache_lines_apart(rng):
+    # 16 images x 64 channels: a 1024-value row per frequency would put every row 8 KB apart
+    plan = FourierPlan(6, 6, (3, 3), (1, 1), np.float32)
+    images = rng.standard_normal((16, 64, 6, 6)).astype(np.float32)
+    spectrum = plan.spectrum(images, plan.x_w, plan.x_h, _buffer(), "x")
+    assert spectrum.shape == (8 * 5, 16, 64)                     # Lh = 8, Kw = 8 // 2 + 1
+    assert spectrum.strides[0] == 1032 * 8 and spectrum.strides[1:] == (64 * 8, 8)
+    padded = np.pad(images.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    np.testing.assert_allclose(spectrum, _frequency_major(np.conj(np.fft.rfft2(padded))), atol=2e-4)
+    # the inverse's chunk rows are padded as well; its result is the same as from a contiguous spectrum
+    back = plan.inverse(np.conj(spectrum), plan.y_h, plan.y_w, np.empty_like(images), _buffer(), "inv")
+    again = plan.inverse(np.ascontiguousarray(np.conj(spectrum)), plan.y_h, plan.y_w, np.empty_like(images),
+                         _buffer(), "inv")
+    np.testing.assert_array_equal(back, again)
+    with pytest.raises(ValueError, match="rows of B"):
+        plan._by_column(np.empty((40, 3, 4), plan.complex).transpose(0, 2, 1))     # B, C not one row
