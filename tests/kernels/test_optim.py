@@ -153,3 +153,63 @@ def test_weight_decay_shrinks_matrices_but_not_biases_in_blocks_too(name, monkey
         optimizer.step([(weights, np.zeros((10, 2))), (bias, np.zeros(10))])
     np.testing.assert_array_equal(bias, 1)            # zero gradient and no decay: untouched
     assert np.all(weights < 1)
+
+
+def _recording(optimizer, monkeypatch, now: list[float] | None = None,
+               costs: dict[int, float] | None = None) -> list[tuple[int, ...]]:
+    """Record the shape of every ``_update``; with ``now``, each advances that clock by ``costs[rows]``."""
+    seen: list[tuple[int, ...]] = []
+    original = optimizer._update
+
+    def recording(param, grad, state):
+        seen.append(param.shape)
+        if now is not None:
+            now[0] += costs[param.shape[0]]
+        original(param, grad, state)
+
+    monkeypatch.setattr(optimizer, "_update", recording)
+    return seen
+
+
+@pytest.mark.parametrize(("block_cost", "kept"), [(1.0, "whole"), (0.1, "blocks")])
+def test_on_one_thread_a_large_parameter_keeps_the_layout_its_timed_trials_found_faster(block_cost, kept, rng,
+                                                                                        monkeypatch):
+    monkeypatch.setattr(fast_optim, "BLOCK_SIZE", 16)
+    optimizer = fast_twin(SGD(0.05, momentum=0.9, nesterov=True))
+    now = [0.0]
+    # a whole update "takes" 3 s; ten blocks 10 s (blocks slower) or 1 s (blocks faster)
+    seen = _recording(optimizer, monkeypatch, now, costs={20: 3.0, 2: block_cost})
+    monkeypatch.setattr(fast_optim, "clock", lambda: now[0])
+    param, whole_param = np.ones((20, 8), np.float32), np.ones((20, 8), np.float32)
+    whole = fast_twin(SGD(0.05, momentum=0.9, nesterov=True))
+    whole._layouts = {(0, (20, 8)): "whole"}                          # no trials: whole arrays throughout
+    layouts = []
+    for _ in range(fast_optim.TRIAL_UPDATES + 3):
+        grad = rng.standard_normal((20, 8)).astype(np.float32)
+        seen.clear()
+        optimizer.step([(param, grad)])
+        whole.step([(whole_param, grad.copy())])
+        layouts.append("whole" if seen == [(20, 8)] else "blocks" if seen == [(2, 8)] * 10 else seen)
+    # the trials alternate, then the faster layout stays
+    assert layouts == ["blocks", "whole"] * (fast_optim.TRIAL_UPDATES // 2) + [kept] * 3
+    assert optimizer._layouts == {(0, (20, 8)): kept}
+    np.testing.assert_array_equal(param, whole_param)                 # whatever the layout, the same bits
+    assert not np.array_equal(param, 1)
+
+
+def test_shared_over_threads_a_large_parameter_is_always_updated_in_blocks(monkeypatch):
+    from digitnet.kernels.parallel import Workers
+
+    monkeypatch.setattr(fast_optim, "BLOCK_SIZE", 16)
+    optimizer = fast_twin(SGD(0.1, momentum=0.9))
+    workers = Workers(2)
+    try:
+        optimizer.workers = workers
+        seen = _recording(optimizer, monkeypatch)
+        param = np.ones((20, 8), np.float32)
+        for _ in range(fast_optim.TRIAL_UPDATES + 2):
+            optimizer.step([(param, np.ones_like(param))])
+    finally:
+        workers.close()
+    assert seen == [(2, 8)] * 10 * (fast_optim.TRIAL_UPDATES + 2)
+    assert not getattr(optimizer, "_layouts", {})

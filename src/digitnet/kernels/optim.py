@@ -5,13 +5,22 @@ with more than 4 blocks' worth of scalars is updated in blocks of rows of about 
 scalars (256 KB in float32), so that a block's param, grad, state and scratch stay in the L2 cache
 between passes; smaller parameters fit in the cache whole. Element-wise updates give the same
 numbers in blocks as on the whole array, so each of the workers' threads takes a run of consecutive
-blocks (small parameters are updated on the calling thread). The state arrays (``velocity``, ``m``, ``v``) have the
-names the reference optimizers use, so a checkpoint resumes with either.
+blocks (small parameters are updated on the calling thread).
+
+On one thread the blocks pay only where the cache needs them: on an Intel Xeon they made the
+update of a 784x800 matrix 1.4x as fast, on an AMD EPYC with a large L3 cache 1.3x as slow (six
+NumPy calls per block). So there, the first ``TRIAL_UPDATES`` updates of each large parameter
+alternate between blocks and whole-array passes, timed, and the faster layout (by median) is kept
+for that parameter; as both give the same numbers, the trial changes no result. The state arrays
+(``velocity``, ``m``, ``v``) have the names the reference optimizers use, so a checkpoint resumes
+with either.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
+import time
 
 import numpy as np
 
@@ -24,6 +33,10 @@ from digitnet.nn.optim import SGD, Pairs
 _SCRATCH = "scratch"
 _SCRATCH_GRAD = "scratch_grad"
 BLOCK_SIZE = 65536
+#: updates of a large parameter on one thread timed to choose its layout (half in blocks, half whole)
+TRIAL_UPDATES = 8
+#: the clock of those trials (tests replace it)
+clock = time.perf_counter
 
 
 class BlockedUpdates:
@@ -40,6 +53,7 @@ class BlockedUpdates:
     def step(self, pairs: Pairs) -> None:
         """Apply one update to every ``(param, grad)`` pair in place, large ones in blocks of rows."""
         self.begin_step(pairs)
+        shared = self.workers.enabled and self.workers.threads > 1
         blocks = []                                   # (param, grad, state) of every block of the large ones
         for index, (param, grad) in enumerate(pairs):
             state = self.state[index]
@@ -48,13 +62,45 @@ class BlockedUpdates:
                 continue
             for name in self._slot_names(param):      # created here, not by two threads at once
                 self._slot(state, name, param)
-            rows = max(1, BLOCK_SIZE * param.shape[0] // param.size)
-            for start in range(0, param.shape[0], rows):
-                block = slice(start, start + rows)
-                blocks.append((param[block], grad[block], {k: v[block] for k, v in state.items()}))
+            if shared:
+                blocks.extend(self._blocks(param, grad, state))
+            else:
+                self._update_on_one_thread(index, param, grad, state)
         if blocks:                    # each thread takes a run of consecutive blocks: few hand-overs
             lanes = split(len(blocks), self.workers.threads)
             self.workers.run(lambda lane: [self._update(*block) for block in blocks[lane]], lanes)
+
+    @staticmethod
+    def _blocks(param, grad, state) -> list[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
+        """``(param, grad, state)`` views of blocks of about ``BLOCK_SIZE`` scalars (rows of the arrays)."""
+        rows = max(1, BLOCK_SIZE * param.shape[0] // param.size)
+        return [(param[block], grad[block], {k: v[block] for k, v in state.items()})
+                for block in (slice(start, start + rows) for start in range(0, param.shape[0], rows))]
+
+    def _update_on_one_thread(self, index: int, param, grad, state) -> None:
+        """One update of a large parameter in the layout measured faster for it (see the module docstring)."""
+        layouts = self.__dict__.setdefault("_layouts", {})
+        key = (index, param.shape)
+        layout = layouts.get(key)
+        if isinstance(layout, str):
+            self._update_in(layout, param, grad, state)
+            return
+        trials = layout if layout is not None else {"blocks": [], "whole": []}
+        which = "blocks" if len(trials["blocks"]) <= len(trials["whole"]) else "whole"
+        start = clock()
+        self._update_in(which, param, grad, state)
+        trials[which].append(clock() - start)
+        if len(trials["whole"]) * 2 >= TRIAL_UPDATES:
+            layouts[key] = min(trials, key=lambda name: statistics.median(trials[name]))
+        else:
+            layouts[key] = trials
+
+    def _update_in(self, layout: str, param, grad, state) -> None:
+        if layout == "whole":
+            self._update(param, grad, state)
+        else:
+            for block in self._blocks(param, grad, state):
+                self._update(*block)
 
     @staticmethod
     def _slot(state: dict[str, np.ndarray], name: str, like: np.ndarray) -> np.ndarray:
