@@ -198,8 +198,8 @@ class FourierPlan:
 
         A chunk of images at a time (:meth:`image_chunks`, spread over ``workers``): ``A = images @
         along_w`` over W straight from NCHW (one GEMM), one transpose of that half spectrum to
-        ``[n_h, Kw, b, Ch]``, then for each of the ``Kw`` frequencies along W, ``along_h @ A[:, kw]``
-        over H writes the chunk's columns of the frequency-major result. A chunk's intermediate
+        ``[n_h, Kw, b, Ch]``, then ``along_h @ A[:, kw]`` over H for each of the ``Kw`` frequencies
+        along W (one stacked product) writes the chunk's columns of the frequency-major result. A chunk's intermediate
         arrays stay in the L2 cache; transposing the whole batch's (4-9 MB) at once runs at the
         speed of memory.
         """
@@ -224,8 +224,7 @@ class FourierPlan:
             np.matmul(images(part).reshape(-1, n_w), along_w, out=half)
             rows = scratch("_rows", (n_h, self.freq_w, count * channels), self.complex, count)
             np.copyto(rows.reshape(n_h * self.freq_w, -1), half.view(self.complex).reshape(count * channels, -1).T)
-            for kw in range(self.freq_w):
-                np.matmul(along_h, rows[:, kw], out=by_column[:, kw, columns])
+            np.matmul(along_h, rows.transpose(1, 0, 2), out=by_column[:, :, columns].transpose(1, 0, 2))
 
         workers.run(chunk, parts)
         return spectrum
@@ -236,10 +235,11 @@ class FourierPlan:
         """``[F, B, Ch]`` complex -> real ``out [B, Ch, n_h, n_w]`` (NCHW, written in place).
 
         :meth:`spectrum` backwards, a chunk of images at a time: per frequency along W, ``along_h``
-        over H into ``[n_h, Kw, b, Ch]``; a transpose to ``[b, Ch, n_h, Kw]``; one real product with
-        ``along_w`` over the (re, im) pairs writes the chunk's images. ``then(part, images)``, if
-        given, is called with each chunk's images while they are in the cache (a pooling that takes
-        them at once); ``out`` None then keeps them in a chunk-sized buffer and never writes the batch.
+        over H into ``[n_h, Kw, b, Ch]`` (one stacked product); a transpose to ``[b, Ch, n_h, Kw]``;
+        one real product with ``along_w`` over the (re, im) pairs writes the chunk's images.
+        ``then(part, images)``, if given, is called with each chunk's images while they are in the
+        cache (a pooling that takes them at once); ``out`` None then keeps them in a chunk-sized buffer
+        and never writes the batch.
         """
         _, batch, channels = spectrum.shape
         n_h, n_w = along_h.shape[0], along_w.shape[1]
@@ -251,8 +251,7 @@ class FourierPlan:
             count, columns = part.stop - part.start, slice(part.start * channels, part.stop * channels)
             # rows of an odd number of cache lines: the transpose below reads one value from each
             rows = scratch("_rows", (n_h, self.freq_w, count * channels), self.complex, count, padded=True)
-            for kw in range(self.freq_w):
-                np.matmul(along_h, by_column[:, kw, columns], out=rows[:, kw])
+            np.matmul(along_h, by_column[:, :, columns].transpose(1, 0, 2), out=rows.transpose(1, 0, 2))
             images = scratch("_images", (count, channels, n_h, self.freq_w), self.complex, count)
             np.copyto(images, rows.reshape(n_h, self.freq_w, count, channels).transpose(2, 3, 0, 1))
             result = out[part] if out is not None else scratch("_out", (count, channels, n_h, n_w), self.real, count)
