@@ -97,28 +97,30 @@ def _weights_after_training(preset: str, threads: int, data, **changes) -> dict[
     return {name: param.copy() for name, param, _ in trainer.model.named_parameters()}
 
 
-@pytest.mark.parametrize("preset, changes", [
-    ("cnn-best", {}),                                        # conv (im2col, Fourier), BatchNorm, pooling, dropout, Adam
-    ("lenet5", {}),                                          # tanh, average pooling, im2col with 6 channels
-    ("mlp-best", {"batch_size": 128}),                       # large Dense layers, Nesterov in blocks
+@pytest.mark.parametrize("preset, changes, on_workers", [
+    ("cnn-best", {}, True),                                  # conv (im2col, Fourier), BatchNorm, pooling, dropout, Adam
+    ("lenet5", {}, True),                                    # tanh, average pooling, im2col with 6 channels
+    ("mlp-best", {"batch_size": 128}, False),                # large Dense layers: BLAS's threads, workers off
 ])
-def test_one_two_and_three_threads_give_bit_identical_weights(preset, changes, mnist_train, monkeypatch):
+def test_one_two_and_three_threads_give_bit_identical_weights(preset, changes, on_workers, mnist_train, monkeypatch):
     """An epoch on 640 MNIST images: the weights are the same bits whatever the thread count, and the
-    parallel paths really ran (the pool ran more than one part)."""
+    parallel paths really ran (the pool ran more than one part) where the workers are on; a network of
+    large Dense layers runs its products on BLAS's threads instead, with the workers off."""
     data = mnist_train.head(640)
     cuts = []
     real_run = Workers.run
 
     def counting_run(self, fn, parts):
-        cuts.append((self.threads, len(parts)))
+        cuts.append((self.threads, len(parts), self.enabled))
         return real_run(self, fn, parts)
 
     monkeypatch.setattr(Workers, "run", counting_run)
     one = _weights_after_training(preset, 1, data, **changes)
-    assert not any(threads > 1 for threads, _ in cuts)
+    assert not any(threads > 1 for threads, _, _ in cuts)
     for threads in (2, 3):
         cuts.clear()
         many = _weights_after_training(preset, threads, data, **changes)
-        assert any(parts > 1 for _, parts in cuts), "nothing ran in parallel"
+        ran_in_parallel = any(parts > 1 and enabled for _, parts, enabled in cuts)
+        assert ran_in_parallel == on_workers, f"parallel parts: {ran_in_parallel}, expected {on_workers}"
         for name in one:
             np.testing.assert_array_equal(many[name], one[name], err_msg=f"{preset} {name}, {threads} threads")
