@@ -95,12 +95,14 @@ def test_workers_threads_follow_the_flush_setting():
     workers = Workers(2)
     try:
         def where(part):
+            meet.wait(timeout=10)                  # each part waits for the other: two threads run them
             return threading.get_ident(), doubled()
 
+        meet = threading.Barrier(2)
         workers.flush_denormals = True
         with denormals.flushing():
             results = workers.run(where, [0, 1])
-        assert results[0][0] != results[1][0]      # the second part ran on the worker thread
+        assert results[0][0] != results[1][0]      # one part ran on the worker thread
         assert [value for _, value in results] == [0, 0]
         workers.flush_denormals = False
         results = workers.run(where, [0, 1])

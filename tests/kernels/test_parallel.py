@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -34,8 +35,11 @@ def test_products_are_cut_by_their_shape_alone():
 def test_run_returns_results_in_part_order_from_several_threads():
     workers = Workers(3)
     seen = set()
+    meet = threading.Barrier(2)
 
     def work(part):
+        if part < 2:
+            meet.wait(timeout=10)               # parts 0 and 1 wait for each other: two threads run them
         seen.add(threading.get_ident())
         return part * part
 
@@ -43,21 +47,43 @@ def test_run_returns_results_in_part_order_from_several_threads():
     assert len(seen) >= 2                                         # not all on the calling thread
     workers.close()
     assert Workers(1).run(work, [3, 4]) == [9, 16]
+    assert Workers(2).run(lambda part: -part, [5]) == [-5]
 
 
 def test_an_error_in_a_part_reaches_the_caller_after_every_thread_stopped():
     workers = Workers(2)
-    finished = []
+    finished, running = [], []
 
     def work(part):
+        running.append(part)
         if part == 1:
             raise ValueError("part 1 failed")
+        time.sleep(0.01)
         finished.append(part)
+        running.remove(part)
 
     with pytest.raises(ValueError, match="part 1 failed"):
         workers.run(work, [0, 1, 2, 3])
-    assert sorted(finished) == [0, 2]          # the caller's parts; the failing thread stopped at part 1
+    assert running == [1]                      # nothing still running when the error arrives
+    assert 1 not in finished and set(finished) <= {0, 2, 3} and 0 in finished
     workers.close()
+
+
+def test_a_slow_thread_leaves_its_parts_to_the_others():
+    """The parts are taken from a shared queue: while one thread is held up, the other runs the rest."""
+    workers = Workers(2)
+    ran_by: dict[int, int] = {}
+    caller = threading.get_ident()
+
+    def work(part):
+        if part == 0 and threading.get_ident() == caller:
+            time.sleep(0.3)                    # the caller takes part 0 first and is slowed there
+        ran_by[part] = threading.get_ident()
+        return part
+
+    assert workers.run(work, list(range(8))) == list(range(8))
+    workers.close()
+    assert sum(1 for ident in ran_by.values() if ident != caller) >= 6
 
 
 def test_element_wise_passes_split_by_thread_and_size():

@@ -58,7 +58,6 @@ class FastDense(Buffered, Dense):
         images = self._parts(len(grad_out), len(grad_out)) if grad_in is not None else []
         if len(features) > 1 or len(images) > 1:
             # both products in one hand-over: the weight gradient's parts, then the input gradient's
-            # (dealt round-robin, so each thread takes the same rows of dL/dW as the optimizer's blocks)
             def part(job: tuple[str, slice]) -> None:
                 kind, rows = job
                 if kind == "weights":

@@ -95,10 +95,12 @@ def product_parts(rows: int, flops: float, nbytes: int = 0) -> list[slice]:
 class Workers:
     """A pool of ``threads - 1`` worker threads plus the calling thread, created on first use.
 
-    ``run(fn, parts)`` calls ``fn(part)`` for every part, the parts dealt round-robin to the threads
-    (the caller takes the first), waits for all of them and returns the results in part order. An
-    exception in a part stops that thread's remaining parts and is raised in the caller once every
-    thread has stopped.
+    ``run(fn, parts)`` calls ``fn(part)`` for every part, waits for all of them and returns the
+    results in part order. Each thread (the caller too) takes the next part not yet taken until none
+    is left, so a thread slowed by another process on its core leaves more of the parts to the others
+    instead of holding them all up; which thread runs a part changes no number (the rules above). An
+    exception in a part stops that thread; the others finish the remaining parts, and the exception
+    is raised in the caller once every thread has stopped.
     """
 
     def __init__(self, threads: int | None = None) -> None:
@@ -141,20 +143,22 @@ class Workers:
         pool = self._executor()
         lanes = min(self.threads, len(parts))
         flush = self.flush_denormals
+        results: list[Any] = [None] * len(parts)
+        queue = iter(range(len(parts)))            # shared; next() runs under the interpreter lock: each index once
 
-        def lane(start: int) -> list[Any]:
+        def lane(start: int) -> None:
             if start:                                  # a worker thread: the caller's float mode
                 match_thread(flush)
-            return [fn(parts[i]) for i in range(start, len(parts), lanes)]
+            for index in queue:
+                results[index] = fn(parts[index])
 
         futures = [pool.submit(lane, start) for start in range(1, lanes)]
         try:
-            mine = lane(0)
+            lane(0)
         finally:
             wait(futures)                          # no part still running when this returns or raises
-        results: list[Any] = [None] * len(parts)
-        for start, values in enumerate([mine, *(future.result() for future in futures)]):
-            results[start::lanes] = values
+        for future in futures:
+            future.result()
         return results
 
     def each(self, fn: Callable[[slice], Any], length: int, nbytes: int) -> None:
