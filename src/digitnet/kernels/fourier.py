@@ -199,9 +199,9 @@ class FourierPlan:
         A chunk of images at a time (:meth:`image_chunks`, spread over ``workers``): ``A = images @
         along_w`` over W straight from NCHW (one GEMM), one transpose of that half spectrum to
         ``[n_h, Kw, b, Ch]``, then ``along_h @ A[:, kw]`` over H for each of the ``Kw`` frequencies
-        along W (one stacked product) writes the chunk's columns of the frequency-major result. A chunk's intermediate
-        arrays stay in the L2 cache; transposing the whole batch's (4-9 MB) at once runs at the
-        speed of memory.
+        along W (one stacked product) writes the chunk's columns of the frequency-major result. A
+        chunk's intermediate arrays stay in the L2 cache; transposing the whole batch's (4-9 MB) at
+        once runs at the speed of memory.
         """
         return self.spectrum_of_chunks(images.shape, lambda part: images[part], along_w, along_h, buffer, name,
                                        workers)

@@ -79,21 +79,19 @@ class BlockedUpdates:
 
     def _update_on_one_thread(self, index: int, param, grad, state) -> None:
         """One update of a large parameter in the layout measured faster for it (see the module docstring)."""
-        layouts = self.__dict__.setdefault("_layouts", {})
         key = (index, param.shape)
-        layout = layouts.get(key)
-        if isinstance(layout, str):
+        layout = self.__dict__.setdefault("_layouts", {}).get(key)
+        if layout is not None:
             self._update_in(layout, param, grad, state)
             return
-        trials = layout if layout is not None else {"blocks": [], "whole": []}
+        trials = self.__dict__.setdefault("_trials", {}).setdefault(key, {"blocks": [], "whole": []})
         which = "blocks" if len(trials["blocks"]) <= len(trials["whole"]) else "whole"
         start = clock()
         self._update_in(which, param, grad, state)
         trials[which].append(clock() - start)
         if len(trials["whole"]) * 2 >= TRIAL_UPDATES:
-            layouts[key] = min(trials, key=lambda name: statistics.median(trials[name]))
-        else:
-            layouts[key] = trials
+            self._layouts[key] = min(trials, key=lambda name: statistics.median(trials[name]))
+            del self._trials[key]
 
     def _update_in(self, layout: str, param, grad, state) -> None:
         if layout == "whole":
