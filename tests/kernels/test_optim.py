@@ -54,15 +54,8 @@ def test_blocked_updates_give_the_numbers_of_whole_array_updates(name, block_siz
 
 def test_only_parameters_of_more_than_four_blocks_are_blocked(rng, monkeypatch):
     monkeypatch.setattr(fast_optim, "BLOCK_SIZE", 16)
-    seen = []
     optimizer = fast_twin(SGD(0.1, momentum=0.9))
-    original = optimizer._update
-
-    def recording(param, grad, state):
-        seen.append(param.shape)
-        original(param, grad, state)
-
-    monkeypatch.setattr(optimizer, "_update", recording)
+    seen = _recording(optimizer, monkeypatch)
     small, large = np.ones((8, 8), np.float32), np.ones((20, 8), np.float32)   # 64 <= 4 * 16 < 160
     optimizer.step([(small, np.ones_like(small)), (large, np.ones_like(large))])
     assert seen == [(8, 8)] + [(2, 8)] * 10                   # rows of about BLOCK_SIZE scalars
