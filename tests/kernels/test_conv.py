@@ -236,3 +236,22 @@ def test_release_buffers_drops_the_scratch_arrays_and_the_cache(rng):
     assert conv._work == {} and conv._cache is None
     with pytest.raises(RuntimeError):
         conv.backward(np.ones((2, 3, 5, 5), dtype=np.float32))
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_parity_major_patches_hold_the_same_patches_by_position_parity(kernel, rng):
+    """For a convolution trained with its 2x2 pooling, the patches of one input channel are stored with
+    each image's positions ordered (h % 2, w % 2, h // 2, w // 2); the product then writes the output
+    parity-major, which is the plain output reordered, bit for bit."""
+    conv = fast_conv(1, 4, kernel, padding=kernel // 2, rng=rng, algorithm="im2col")
+    x = rng.random((3, 1, 8, 6), dtype=np.float32)
+    x_pad = conv._padded_input(x, np.float32, "")
+    plain = conv._im2col(x_pad, 8, 6, "", parity_major=False).copy()              # [K + 1, B, 48]
+    parity = conv._im2col(x_pad, 8, 6, "", parity_major=True)
+    k = kernel * kernel
+    expected = plain.reshape(k + 1, 3, 4, 2, 3, 2).transpose(0, 1, 3, 5, 2, 4).reshape(k + 1, 3, 48)
+    np.testing.assert_array_equal(parity, expected)
+    w_bias = conv._weights_with_bias(np.float32)
+    y_plain = np.matmul(w_bias, plain.transpose(1, 0, 2)).reshape(3, 4, 4, 2, 3, 2)
+    y_parity = np.matmul(w_bias, parity.transpose(1, 0, 2)).reshape(3, 4, 2, 2, 4, 3)
+    np.testing.assert_array_equal(y_parity, y_plain.transpose(0, 1, 3, 5, 2, 4))

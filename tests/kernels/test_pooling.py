@@ -82,6 +82,37 @@ def test_max_pool_2x2_fast_path_equals_the_general_tournament(chunk_bytes, rng, 
     assert np.count_nonzero(routed) == np.count_nonzero(grad)
 
 
+def parity_major(x: np.ndarray) -> np.ndarray:
+    """``[B, C, H, W]`` as a contiguous ``[B, C, 2, 2, H/2, W/2]`` copy,
+    ``[b, c, ph, pw, h2, w2] = x[b, c, 2 h2 + ph, 2 w2 + pw]``."""
+    batch, channels, height, width = x.shape
+    return np.ascontiguousarray(x.reshape(batch, channels, height // 2, 2, width // 2, 2).transpose(0, 1, 3, 5, 2, 4))
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 3 * 4 * 6 * 8 * 8 + 4, 1 << 30])
+def test_the_parity_major_fast_path_gives_the_numbers_of_the_plain_one(chunk_bytes, rng, monkeypatch):
+    """A parity-major input (from a convolution trained with its pooling) goes through the same matches:
+    the same outputs and, ties included, the same gradients in parity-major order; and the pooling's own
+    backward after it gives dL/dx in NCHW."""
+    monkeypatch.setattr(pooling_module, "CHUNK_BYTES", chunk_bytes)
+    x = rng.integers(-2, 3, size=(7, 3, 6, 8)).astype(np.float32)     # many ties
+    grad = rng.standard_normal((7, 3, 3, 4)).astype(np.float32)
+    plain, parity = fast_max(2), fast_max(2)
+    expected = plain.forward(x, training=True).copy()
+    expected_grad = plain.backward(grad)
+    x_parity = parity_major(x)
+    y = parity.start_fast_forward(x.shape, x.dtype, parity_major=True)
+    for part in parity.fast_path_chunks(x.shape, x.dtype):
+        parity.fast_forward_parity_chunk(x_parity[part], part, y)
+    np.testing.assert_array_equal(y, expected)
+    into = np.full_like(x_parity, np.nan)
+    for part in parity.fast_path_chunks(x.shape, x.dtype):
+        parity.fast_backward_parity_chunk(grad, part, into[part])
+    np.testing.assert_array_equal(into, parity_major(expected_grad))
+    assert parity._matches == "parity"
+    np.testing.assert_array_equal(parity.backward(grad), expected_grad)
+
+
 @pytest.mark.parametrize(("kernel", "stride", "shape", "expected"), [
     (2, None, (4, 3, 28, 28), True), (2, None, (4, 3, 6, 8), True), (2, None, (4, 3, 7, 8), False),
     (2, None, (4, 3, 8, 7), False), (2, 1, (4, 3, 8, 8), False), (3, None, (4, 3, 9, 9), False),

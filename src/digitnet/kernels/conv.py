@@ -193,11 +193,14 @@ class FastConv2D(Buffered, Conv2D):
         self.workers.each(lambda b: np.copyto(interior[b], x[b].transpose(0, 2, 3, 1)), batch, x.nbytes)
         return x_pad
 
-    def _im2col(self, x_pad: np.ndarray, out_h: int, out_w: int, prefix: str) -> np.ndarray:
+    def _im2col(self, x_pad: np.ndarray, out_h: int, out_w: int, prefix: str, parity_major: bool = False) -> np.ndarray:
         """The patches ``cols[(b, h, w), (i, j, c)] = x_pad[b, h*sH + i, w*sW + j, c]``, one copy from a window view.
 
         Returns ``[P, K]``, or for C_in = 1 the offset-major ``[K + 1, B, H_out*W_out]`` (whose copy
         moves whole image rows instead of single floats) with a last row of ones for the bias.
+        ``parity_major`` (C_in = 1, even ``H_out`` and ``W_out``): each image's positions in the order
+        ``(h % 2, w % 2, h // 2, w // 2)``, so that the product writes its output parity-major for a 2x2
+        max pooling (:meth:`forward_pooled`).
         """
         batch, _, _, channels = x_pad.shape
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
@@ -209,9 +212,15 @@ class FastConv2D(Buffered, Conv2D):
             cols_t = self.work_buffer(name, shape, x_pad.dtype)
             if old is None or old.shape != shape or old.dtype != x_pad.dtype:
                 cols_t[-1] = 1                # the row of ones that carries the bias; never overwritten
-            patches = cols_t[:-1].reshape(kh, kw, batch, out_h, out_w)
-            self.workers.each(lambda b: np.copyto(patches[:, :, b], windows[b, :, :, 0].transpose(3, 4, 0, 1, 2)),
-                              batch, patches.nbytes)
+            if parity_major:
+                # windows [b, (h2, ph), (w2, pw), i, j] -> patches [i, j, b, ph, pw, h2, w2]
+                patches = cols_t[:-1].reshape(kh, kw, batch, 2, 2, out_h // 2, out_w // 2)
+                self.workers.each(lambda b: np.copyto(patches[:, :, b], windows[b, :, :, 0].reshape(
+                    -1, out_h // 2, 2, out_w // 2, 2, kh, kw).transpose(5, 6, 0, 2, 4, 1, 3)), batch, patches.nbytes)
+            else:
+                patches = cols_t[:-1].reshape(kh, kw, batch, out_h, out_w)
+                self.workers.each(lambda b: np.copyto(patches[:, :, b], windows[b, :, :, 0].transpose(3, 4, 0, 1, 2)),
+                                  batch, patches.nbytes)
             return cols_t.reshape(kh * kw + 1, batch, out_h * out_w)
         cols = self.work_buffer(prefix + "cols", (batch, out_h, out_w, kh, kw, channels), x_pad.dtype)
         self.workers.each(lambda b: np.copyto(cols[b], windows[b].transpose(0, 1, 2, 4, 5, 3)), batch, cols.nbytes)
@@ -408,8 +417,10 @@ class FastConv2D(Buffered, Conv2D):
 
         Each chunk's convolution output is pooled while it is still in the cache, so the batch-sized
         output of this layer (12.8 MB for 32 maps of 28x28 and 128 images) is never written to memory
-        nor read back. im2col runs chunks of about the pooling's ``CHUNK_BYTES``; Fourier pools the
-        chunks of its inverse transform.
+        nor read back. im2col runs chunks of about the pooling's ``CHUNK_BYTES``, its patches in
+        parity-major order so that each chunk's product comes out parity-major and the pooling's passes
+        run over contiguous planes (:mod:`digitnet.kernels.pooling`); Fourier pools the chunks of its
+        inverse transform.
         """
         batch = len(x)
         out_h, out_w = self.output_hw(x.shape[2], x.shape[3])
@@ -423,16 +434,16 @@ class FastConv2D(Buffered, Conv2D):
             plan.inverse(y_spec, plan.y_h, plan.y_w, None, self.work_buffer, "y_inv", self.workers,
                          then=lambda part, y: pool.fast_forward_chunk(y, part, pooled))
             return pooled
-        cols = self._im2col(self._padded_input(x, dtype, ""), out_h, out_w, "")         # [K + 1, B, P]
+        cols = self._im2col(self._padded_input(x, dtype, ""), out_h, out_w, "", parity_major=True)  # [K + 1, B, P]
         w_bias = self._weights_with_bias(dtype)
-        pooled = pool.start_fast_forward(shape, dtype)
+        pooled = pool.start_fast_forward(shape, dtype, parity_major=True)
         chunk_shape = (pool.images_per_chunk(shape, dtype), *shape[1:])
 
         def chunk(part: slice) -> None:                   # chunks spread over the threads
             patches = cols[:, part]
             y = self.lane_buffer("y_chunk", chunk_shape, dtype)[:patches.shape[1]]
             np.matmul(w_bias, patches.transpose(1, 0, 2), out=y.reshape(len(y), self.out_channels, -1))
-            pool.fast_forward_chunk(y, part, pooled)
+            pool.fast_forward_parity_chunk(_parity_view(y), part, pooled)
 
         self.workers.run(chunk, pool.fast_path_chunks(shape, dtype))
         self._cache = {"algorithm": "im2col", "x_shape": x.shape, "cols": cols, "pooled_shape": shape,
@@ -444,7 +455,8 @@ class FastConv2D(Buffered, Conv2D):
 
         Chunk by chunk, the pooling routes ``grad_pooled`` to its inputs (this layer's outputs), and
         the chunk goes on while it is in the cache: im2col's product per image gives
-        ``[dL/dW_mat, dL/dbias]`` (this layer is then the first: no ``dL/dx``); Fourier transforms the
+        ``[dL/dW_mat, dL/dbias]`` (this layer is then the first: no ``dL/dx``; it sums over the positions
+        in parity-major order, so these differ from :meth:`backward`'s in the last bits); Fourier transforms the
         chunk into its columns of the spectrum ``G`` and continues as :meth:`backward` does.
         """
         shape, dtype = self._cache["pooled_shape"], grad_pooled.dtype
@@ -465,7 +477,7 @@ class FastConv2D(Buffered, Conv2D):
         def chunk(part: slice) -> None:                   # per image: no sum across chunks until the end
             patches = cols[:, part]
             grad_y = self.lane_buffer("grad_chunk", self._cache["chunk_shape"], dtype)[:patches.shape[1]]
-            pool.fast_backward_chunk(grad_pooled, part, grad_y)
+            pool.fast_backward_parity_chunk(grad_pooled, part, _parity_view(grad_y))
             np.matmul(grad_y.reshape(len(grad_y), self.out_channels, -1), patches.transpose(1, 2, 0),
                       out=per_image[part])
 
@@ -476,3 +488,9 @@ class FastConv2D(Buffered, Conv2D):
     def release_buffers(self) -> None:
         super().release_buffers()
         self._cache = None
+
+
+def _parity_view(images: np.ndarray) -> np.ndarray:
+    """A contiguous ``[b, C, H, W]`` array holding parity-major images, seen as ``[b, C, 2, 2, H/2, W/2]``."""
+    count, channels, height, width = images.shape
+    return images.reshape(count, channels, 2, 2, height // 2, width // 2)

@@ -13,7 +13,10 @@ and by far NumPy's reductions over short strided axes (``x.reshape(B, C, H/2, 2,
 into ``dx``; otherwise it zero-fills it and adds (overlapping windows).
 Training with 2x2 windows side by side, the usual case, takes a fast path: the same two matches
 written out, run over the batch in chunks that fit the L2 cache (see ``CHUNK_BYTES``), the chunks
-spread over the workers' threads (each chunk writes only its own images).
+spread over the workers' threads (each chunk writes only its own images). A convolution that trains
+with its pooling can hand its output over **parity-major**, ``[B, C, 2, 2, H/2, W/2]`` with
+``x[b, c, ph, pw, h2, w2] = x[b, c, 2*h2 + ph, 2*w2 + pw]``: the two sides of every match then lie in
+two contiguous planes, and the same four passes run on contiguous arrays instead of every other float.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from digitnet.nn.pooling import AvgPool2D, MaxPool2D
 CHUNK_BYTES = 1 << 19
 #: MaxPool2D._matches after a fast-path forward (the general path keeps the tournament's matches)
 _HALVES = "halves"
+#: MaxPool2D._matches after a fast-path forward of a parity-major input (its right_won is parity-major too)
+_PARITY = "parity"
 
 
 class FastPool(Buffered):
@@ -131,17 +136,18 @@ class FastMaxPool2D(FastPool, MaxPool2D):
         per_chunk = self.images_per_chunk(shape, dtype)
         return [slice(start, start + per_chunk) for start in range(0, shape[0], per_chunk)]
 
-    def start_fast_forward(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    def start_fast_forward(self, shape: tuple[int, ...], dtype: np.dtype, parity_major: bool = False) -> np.ndarray:
         """Prepare a fast-path training forward of an input of ``shape``; returns the output ``y``.
 
-        :meth:`fast_forward_chunk` then fills ``y`` chunk by chunk (see :meth:`fast_path_chunks`).
-        Row maxima are needed only while their chunk is processed: one chunk-sized buffer per thread
-        (:meth:`rows_buffer`), which stays in cache, instead of a batch-sized one written back to memory.
+        :meth:`fast_forward_chunk` (or, with ``parity_major``, :meth:`fast_forward_parity_chunk`) then
+        fills ``y`` chunk by chunk (see :meth:`fast_path_chunks`). Row maxima are needed only while
+        their chunk is processed: one chunk-sized buffer per thread (:meth:`rows_buffer`), which stays
+        in cache, instead of a batch-sized one written back to memory.
         """
         batch, channels, height, width = shape
         self.work_buffer("right_won", (batch, channels, height, width // 2), np.dtype(np.bool_))
         self.work_buffer("lower_won", (batch, channels, height // 2, width // 2), np.dtype(np.bool_))
-        self._matches = _HALVES
+        self._matches = _PARITY if parity_major else _HALVES
         self._input_shape, self._dtype = tuple(shape), np.dtype(dtype)
         return self.work_buffer("y", (batch, channels, height // 2, width // 2), dtype)
 
@@ -171,6 +177,55 @@ class FastMaxPool2D(FastPool, MaxPool2D):
         np.subtract(g, rows[:, :, 1::2], out=rows[:, :, 0::2])
         np.multiply(rows, right_won[part], out=into[..., 1::2])
         np.subtract(rows, into[..., 1::2], out=into[..., 0::2])
+
+    def fast_forward_parity_chunk(self, x_part: np.ndarray, part: slice, y: np.ndarray) -> None:
+        """:meth:`fast_forward_chunk` for a parity-major chunk ``x_part [b, C, 2, 2, H/2, W/2]``.
+
+        The same matches with the same tie rule, so the same ``y``; the sides of each match are the
+        planes ``pw = 0, 1`` (then ``ph = 0, 1``), so every pass runs over contiguous arrays.
+        ``right_won`` is kept parity-major, ``[B, C, 2, H/2, W/2]``.
+        """
+        right_won, lower_won = self._parity_right_won(), self._work["lower_won"]
+        rows = self._parity_rows("rows_max", len(x_part))
+        np.greater(x_part[:, :, :, 1], x_part[:, :, :, 0], out=right_won[part])     # ties: the left
+        np.maximum(x_part[:, :, :, 0], x_part[:, :, :, 1], out=rows)
+        np.greater(rows[:, :, 1], rows[:, :, 0], out=lower_won[part])                # ties: the upper
+        np.maximum(rows[:, :, 0], rows[:, :, 1], out=y[part])
+
+    def fast_backward_parity_chunk(self, grad_out: np.ndarray, part: slice, into: np.ndarray) -> None:
+        """:meth:`fast_backward_chunk` after :meth:`fast_forward_parity_chunk`: ``dL/dx`` of the images
+        ``part`` into the parity-major ``into [b, C, 2, 2, H/2, W/2]``."""
+        right_won, lower_won = self._parity_right_won(), self._work["lower_won"]
+        g = grad_out[part]
+        rows = self._parity_rows("grad_rows", len(g))
+        np.multiply(g, lower_won[part], out=rows[:, :, 1])
+        np.subtract(g, rows[:, :, 1], out=rows[:, :, 0])
+        np.multiply(rows, right_won[part], out=into[:, :, :, 1])
+        np.subtract(rows, into[:, :, :, 1], out=into[:, :, :, 0])
+
+    def _parity_right_won(self) -> np.ndarray:
+        batch, channels, height, width = self._input_shape
+        return self._work["right_won"].reshape(batch, channels, 2, height // 2, width // 2)
+
+    def _parity_rows(self, name: str, count: int) -> np.ndarray:
+        """:meth:`rows_buffer` seen parity-major: ``[count, C, 2, H/2, W/2]``."""
+        _, channels, height, width = self._input_shape
+        return self.rows_buffer(name, count).reshape(count, channels, 2, height // 2, width // 2)
+
+    def _backward_parity(self, grad_out: np.ndarray) -> np.ndarray:
+        """The pooling's own backward after a parity-major forward: ``dL/dx`` in NCHW."""
+        batch, channels, height, width = self._input_shape
+        grad_in = self.work_buffer("grad_in", self._input_shape, self._dtype)
+        parity = self.work_buffer("grad_parity", (batch, channels, 2, 2, height // 2, width // 2), self._dtype)
+
+        def chunk(part: slice) -> None:
+            self.fast_backward_parity_chunk(grad_out, part, parity[part])
+            # grad_in[b, c, 2 h2 + ph, 2 w2 + pw] = parity[b, c, ph, pw, h2, w2]
+            np.copyto(grad_in[part].reshape(-1, channels, height // 2, 2, width // 2, 2),
+                      parity[part].transpose(0, 1, 4, 2, 5, 3))
+
+        self.workers.run(chunk, self.fast_path_chunks(self._input_shape, self._dtype))
+        return grad_in
 
     def rows_buffer(self, name: str, count: int) -> np.ndarray:
         """The calling thread's chunk-sized buffer of row maxima (or their gradient), ``[count, C, H, W/2]``
@@ -277,6 +332,8 @@ class FastMaxPool2D(FastPool, MaxPool2D):
             raise RuntimeError("MaxPool2D.backward needs a forward(x, training=True) first")
         if self._matches is _HALVES:
             return self._backward_halves(grad_out)
+        if self._matches is _PARITY:
+            return self._backward_parity(grad_out)
         matches_h, matches_w = self._matches
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
         batch, channels, height, width = self._input_shape

@@ -5,7 +5,8 @@
 - A convolution and the 2x2 max pooling after it train together, chunk by chunk, when the
   convolution is the first layer (one input channel, im2col) or runs by Fourier
   (:meth:`FastConv2D.forward_pooled <digitnet.kernels.conv.FastConv2D.forward_pooled>`): the same
-  numbers without a round trip of the convolution's output through memory. Backward then takes the
+  numbers (the first convolution's weight gradient to rounding: it sums the positions in another
+  order) without a round trip of the convolution's output through memory. Backward then takes the
   same route. The convolution's own output is not stored whole, so read activations from an
   inference forward (``forward_all``).
 """
