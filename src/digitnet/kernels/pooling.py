@@ -157,12 +157,9 @@ class FastMaxPool2D(FastPool, MaxPool2D):
         ``right_won = x[..., 1::2] > x[..., 0::2]`` and ``rows = max`` of the two columns of each
         window, then ``lower_won = rows[:, :, 1::2] > rows[:, :, 0::2]`` and ``y = max`` of the rows.
         """
-        right_won, lower_won = self._work["right_won"], self._work["lower_won"]
         rows = self.rows_buffer("rows_max", len(x_part))
-        np.greater(x_part[..., 1::2], x_part[..., 0::2], out=right_won[part])        # ties: the left
-        np.maximum(x_part[..., 0::2], x_part[..., 1::2], out=rows)
-        np.greater(rows[:, :, 1::2], rows[:, :, 0::2], out=lower_won[part])          # ties: the upper
-        np.maximum(rows[:, :, 0::2], rows[:, :, 1::2], out=y[part])
+        _play((x_part[..., 0::2], x_part[..., 1::2]), rows, (rows[:, :, 0::2], rows[:, :, 1::2]),
+              self._work["right_won"][part], self._work["lower_won"][part], y[part])
 
     def fast_backward_chunk(self, grad_out: np.ndarray, part: slice, into: np.ndarray) -> None:
         """Replay of :meth:`fast_forward_chunk` for the images ``part``, writing their ``dL/dx`` to ``into``.
@@ -170,13 +167,10 @@ class FastMaxPool2D(FastPool, MaxPool2D):
         The winner of each match gets ``g * won``, the loser ``g - g * won`` (one pass instead of a
         ``logical_not`` and a second product).
         """
-        right_won, lower_won = self._work["right_won"], self._work["lower_won"]
         g = grad_out[part]
         rows = self.rows_buffer("grad_rows", len(g))
-        np.multiply(g, lower_won[part], out=rows[:, :, 1::2])
-        np.subtract(g, rows[:, :, 1::2], out=rows[:, :, 0::2])
-        np.multiply(rows, right_won[part], out=into[..., 1::2])
-        np.subtract(rows, into[..., 1::2], out=into[..., 0::2])
+        _replay(g, rows, (rows[:, :, 0::2], rows[:, :, 1::2]), (into[..., 0::2], into[..., 1::2]),
+                self._work["right_won"][part], self._work["lower_won"][part])
 
     def fast_forward_parity_chunk(self, x_part: np.ndarray, part: slice, y: np.ndarray) -> None:
         """:meth:`fast_forward_chunk` for a parity-major chunk ``x_part [b, C, 2, 2, H/2, W/2]``.
@@ -185,23 +179,17 @@ class FastMaxPool2D(FastPool, MaxPool2D):
         planes ``pw = 0, 1`` (then ``ph = 0, 1``), so every pass runs over contiguous arrays.
         ``right_won`` is kept parity-major, ``[B, C, 2, H/2, W/2]``.
         """
-        right_won, lower_won = self._parity_right_won(), self._work["lower_won"]
         rows = self._parity_rows("rows_max", len(x_part))
-        np.greater(x_part[:, :, :, 1], x_part[:, :, :, 0], out=right_won[part])     # ties: the left
-        np.maximum(x_part[:, :, :, 0], x_part[:, :, :, 1], out=rows)
-        np.greater(rows[:, :, 1], rows[:, :, 0], out=lower_won[part])                # ties: the upper
-        np.maximum(rows[:, :, 0], rows[:, :, 1], out=y[part])
+        _play((x_part[:, :, :, 0], x_part[:, :, :, 1]), rows, (rows[:, :, 0], rows[:, :, 1]),
+              self._parity_right_won()[part], self._work["lower_won"][part], y[part])
 
     def fast_backward_parity_chunk(self, grad_out: np.ndarray, part: slice, into: np.ndarray) -> None:
         """:meth:`fast_backward_chunk` after :meth:`fast_forward_parity_chunk`: ``dL/dx`` of the images
         ``part`` into the parity-major ``into [b, C, 2, 2, H/2, W/2]``."""
-        right_won, lower_won = self._parity_right_won(), self._work["lower_won"]
         g = grad_out[part]
         rows = self._parity_rows("grad_rows", len(g))
-        np.multiply(g, lower_won[part], out=rows[:, :, 1])
-        np.subtract(g, rows[:, :, 1], out=rows[:, :, 0])
-        np.multiply(rows, right_won[part], out=into[:, :, :, 1])
-        np.subtract(rows, into[:, :, :, 1], out=into[:, :, :, 0])
+        _replay(g, rows, (rows[:, :, 0], rows[:, :, 1]), (into[:, :, :, 0], into[:, :, :, 1]),
+                self._parity_right_won()[part], self._work["lower_won"][part])
 
     def _parity_right_won(self) -> np.ndarray:
         batch, channels, height, width = self._input_shape
@@ -352,6 +340,30 @@ class FastMaxPool2D(FastPool, MaxPool2D):
         return grad_in
 
 
+
+
+def _play(columns: tuple[np.ndarray, np.ndarray], rows: np.ndarray, row_sides: tuple[np.ndarray, np.ndarray],
+          right_won: np.ndarray, lower_won: np.ndarray, y: np.ndarray) -> None:
+    """The two matches of 2x2 windows, whatever the layout: ``columns`` are the left and right sides of
+    every window, ``row_sides`` the upper and lower halves of ``rows`` (views of it, written here)."""
+    left, right = columns
+    upper, lower = row_sides
+    np.greater(right, left, out=right_won)           # ties: the left
+    np.maximum(left, right, out=rows)
+    np.greater(lower, upper, out=lower_won)          # ties: the upper
+    np.maximum(upper, lower, out=y)
+
+
+def _replay(g: np.ndarray, rows: np.ndarray, row_sides: tuple[np.ndarray, np.ndarray],
+            columns: tuple[np.ndarray, np.ndarray], right_won: np.ndarray, lower_won: np.ndarray) -> None:
+    """:func:`_play` backwards: the winner of each match gets ``g * won``, the loser ``g - g * won`` (one
+    pass instead of a ``logical_not`` and a second product); ``columns`` are views of ``dL/dx``."""
+    upper, lower = row_sides
+    left, right = columns
+    np.multiply(g, lower_won, out=lower)
+    np.subtract(g, lower, out=upper)
+    np.multiply(rows, right_won, out=right)
+    np.subtract(rows, right, out=left)
 
 @kernel_for(AvgPool2D)
 class FastAvgPool2D(FastPool, AvgPool2D):
